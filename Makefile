@@ -1,0 +1,26 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv, install the
+# CPU build of torch first (a bare torch requirement would pull a multi-GB CUDA build), then the
+# project.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+OUT ?= runs/demo
+
+.PHONY: demo test venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/theory-lab sweep --config configs/synthetic/demo.toml --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

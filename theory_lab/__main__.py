@@ -1,0 +1,3 @@
+from theory_lab.cli import main
+
+raise SystemExit(main())

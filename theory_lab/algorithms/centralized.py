@@ -1,0 +1,33 @@
+"""Centralized minibatch SGD on the pooled data, with the same samples per round as E local steps:
+one step on a minibatch of E*b pairs per client (Woodworth et al. 2020's minibatch SGD)."""
+
+from __future__ import annotations
+
+import torch
+
+from theory_lab.algorithms.base import Algorithm, RoundInfo
+from theory_lab.optim import Optimizer
+
+
+class Centralized(Algorithm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.oracle
+        self.theta = o.init_params().clone()
+        self.opt = Optimizer(self.cfg, o.n_seeds, 1, o.dim, o.dtype, self.theta.device)
+
+    def round(self, r: int) -> RoundInfo:
+        o, cfg = self.oracle, self.cfg
+        batch = o.sample_batch(self.gen, cfg.batch_size * cfg.local_steps)
+        rows = self.theta.unsqueeze(1).expand(-1, o.n_clients, -1)
+        g = self.comm.average(o.grad(rows, None, batch), o.weights)  # sum_i w_i g_i
+        self.theta = self.opt.step(self.theta.unsqueeze(1), g.unsqueeze(1), self.lr())[:, 0]
+        self.t += 1
+        zero = torch.zeros(o.n_seeds, dtype=o.dtype)
+        return RoundInfo(zero, zero, 0)
+
+    def model(self) -> torch.Tensor:
+        return self.theta
+
+    def client_params(self) -> torch.Tensor:
+        return self.theta.unsqueeze(1).expand(-1, self.oracle.n_clients, -1)

@@ -1,0 +1,71 @@
+"""Gossip algorithms over a mixing matrix W_t: DecDPO (adapt-then-combine: tau local steps, then
+X <- W_t X) and gradient tracking (Koloskova, Lin & Stich 2021 form).
+
+Gossip preserves the uniform average of the rows, so each client's gradient is scaled by
+N w_i: the consensus point then minimises the weighted global loss sum_i w_i f_i (the factor is
+1 when clients hold equally many pairs).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from theory_lab.algorithms.base import Algorithm, RoundInfo, consensus
+from theory_lab.optim import Optimizer
+
+
+class DecDPO(Algorithm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o, cfg = self.oracle, self.cfg
+        self.steps_per_round = cfg.local_steps
+        self.X = o.init_params().unsqueeze(1).expand(-1, o.n_clients, -1).clone()
+        self.scale = (o.n_clients * o.weights).unsqueeze(-1).to(o.dtype)
+        self.uniform = torch.ones(o.n_seeds, o.n_clients, dtype=o.dtype)
+        self.opt = Optimizer(cfg, o.n_seeds, o.n_clients, o.dim, o.dtype, self.X.device)
+
+    def W(self, r: int) -> torch.Tensor:
+        return torch.as_tensor(self.topology.W(r), dtype=self.oracle.dtype)
+
+    def gossip_bytes(self, r: int, vectors: int = 1) -> int:
+        return self.topology.messages_per_round(r) * self.oracle.dim * self.itemsize * vectors
+
+    def round(self, r: int) -> RoundInfo:
+        X, _ = self.local_updates(self.X, None, self.opt, self.cfg.local_steps, scale=self.scale)
+        pre = consensus(X, self.comm.average(X, self.uniform))
+        W = self.W(r)
+        self.X = self.comm.mix(X, W)
+        self.opt.communicate(mix=lambda T: self.comm.mix(T, W))
+        extra = self.opt.n_state_tensors if self.cfg.state_policy == "average" else 0
+        return RoundInfo(pre, consensus(self.X, self.model()), self.gossip_bytes(r, 1 + extra))
+
+    def model(self) -> torch.Tensor:
+        return self.comm.average(self.X, self.uniform)
+
+    def client_params(self) -> torch.Tensor:
+        return self.X
+
+
+class GradientTracking(DecDPO):
+    """x <- W(x - lr y);  y <- W y + g(x_new) - g(x_old): y tracks the average gradient, which
+    removes the heterogeneity term from the consensus error."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.g_prev = self.stochastic_grad(self.X)
+        self.Y = self.g_prev.clone()
+
+    def stochastic_grad(self, X: torch.Tensor) -> torch.Tensor:
+        batch = self.oracle.sample_batch(self.gen, self.cfg.batch_size)
+        return self.oracle.grad(X, None, batch) * self.scale
+
+    def round(self, r: int) -> RoundInfo:
+        W = self.W(r)
+        X = self.X - self.lr() * self.Y
+        self.t += 1
+        pre = consensus(X, self.comm.average(X, self.uniform))
+        self.X = self.comm.mix(X, W)
+        g = self.stochastic_grad(self.X)
+        self.Y = self.comm.mix(self.Y, W) + g - self.g_prev
+        self.g_prev = g
+        return RoundInfo(pre, consensus(self.X, self.model()), self.gossip_bytes(r, 2))

@@ -1,0 +1,98 @@
+"""`theory-lab`: a thin command-line layer over the Python API. User errors print one line
+(`error: ...`) and exit with status 2; no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from theory_lab.errors import LabError
+
+
+def _cmd_topology(args) -> None:
+    from theory_lab.config import apply_override, from_dict, parse_override
+    from theory_lab.topology import TopologyConfig, describe, draw, make_topology
+
+    data = {"name": args.name, "mixing": args.mixing}
+    for text in args.set:
+        path, value = parse_override(text)
+        apply_override(data, path[1:] if path[0] == "topology" else path, value)
+    cfg = from_dict(TopologyConfig, data, "topology.")
+    cfg.validate()
+    topo = make_topology(cfg, args.n)
+    info = describe(topo)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key in ("name", "n", "time_varying", "edges", "rho", "delta", "p"):
+            if key in info:
+                print(f"{key:>13}: {info[key]}")
+        eig = ", ".join(f"{v:.4f}" for v in info["eigenvalues"])
+        print(f"{'eigenvalues':>13}: {eig}")
+    if args.plot:
+        draw(topo, args.plot)
+        print(f"graph drawn to {args.plot}", file=sys.stderr)
+
+
+def _cmd_run(args) -> None:
+    from theory_lab.config import load_config, read_toml
+    from theory_lab.results import write_results
+    from theory_lab.runner import run
+    from theory_lab.sweep import run_sweep
+
+    progress = False if args.quiet else None
+    if args.command == "sweep":
+        result = run_sweep(read_toml(args.config), args.set, progress=progress)
+    else:
+        result = run(load_config(args.config, args.set), progress=progress)
+    result.manifest["command"] = " ".join(["theory-lab", *sys.argv[1:]])
+    out = write_results(args.out, result.table, result.manifest)
+    _summary(result.table)
+    print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
+
+
+def _summary(table) -> None:
+    """Final-round metrics, mean over seeds, per run."""
+    keys = [k for k in ("run_id", "algorithm", "local_steps", "participation", "topology", "q_max") if k in table]
+    last = table[table["round"] == table.groupby(keys)["round"].transform("max")]
+    cols = [c for c in ("subopt", "grad_norm_sq", "consensus_error", "eval_pref_acc") if last[c].notna().any()]
+    print(last.groupby(keys, sort=False)[cols].mean().to_string(float_format=lambda v: f"{v:.3e}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="theory-lab", description="Distributed DPO Lab")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    topo = sub.add_parser("topology", help="a communication graph: mixing matrix and spectrum")
+    topo.add_argument("name")
+    topo.add_argument("--n", type=int, default=16, help="number of nodes")
+    topo.add_argument("--mixing", default="metropolis", help="metropolis or max_degree")
+    topo.add_argument("--json", action="store_true", help="machine-readable output")
+    topo.add_argument("--plot", metavar="FILE", help="draw the graph to FILE (.png/.pdf)")
+    topo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. er_p=0.2")
+    topo.set_defaults(func=_cmd_topology)
+
+    for name, text in (("synthetic", "one run on the synthetic log-linear problem"),
+                       ("sweep", "a grid of runs ([sweep.grid] in the config)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="TOML config file")
+        p.add_argument("--out", required=True, help="output directory")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. algorithm.lr=0.05 (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,20 @@
+"""The in-process communicator: averaging and gossip as tensor algebra over the client dimension.
+
+A torch.distributed communicator implements the same two methods with each rank holding some
+rows; the algorithms cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class InProcessCommunicator:
+    def average(self, X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted average of rows: X [S, K, P], weights [S, K] (normalised here) -> [S, P]."""
+        w = weights / weights.sum(dim=1, keepdim=True)
+        return torch.einsum("sk,skp->sp", w.to(X.dtype), X)
+
+    def mix(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """One gossip step: row i becomes sum_j W_ij X_j. X [S, N, P], W [N, N]."""
+        return torch.matmul(W.to(X.dtype), X)

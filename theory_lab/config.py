@@ -1,0 +1,228 @@
+"""Typed experiment configuration: TOML files, `--set key=value` overrides, validation.
+
+Every section is a dataclass with simple annotated fields; `from_dict` checks unknown keys and
+types against the annotations, so a typo or a wrong type is one clear line naming the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthetic.problem import ProblemConfig
+from theory_lab.errors import ConfigError
+from theory_lab.topology import TopologyConfig
+
+ALGORITHMS = ("centralized", "feddpo", "fedprox", "scaffold", "decdpo", "gradient_tracking")
+SCHEDULES = ("constant", "inverse", "inv_sqrt", "cosine")
+
+
+@dataclass
+class RunConfig:
+    seeds: list[int] = field(default_factory=lambda: [0])  # replicas, vectorized
+    rounds: int = 100          # communication rounds
+    log_every: int = 1         # metrics every k rounds (round 0 and the last are always logged)
+    seed: int = 0              # algorithm noise: minibatches, participants, delays
+    device: str = "cpu"
+    divergence_factor: float = 1e6  # stop when the loss exceeds this multiple of its start
+
+    def validate(self) -> None:
+        _check(len(self.seeds) >= 1, "run.seeds", "needs at least one seed")
+        _check(len(set(self.seeds)) == len(self.seeds), "run.seeds", f"has duplicates: {self.seeds}")
+        _check(self.rounds >= 1, "run.rounds", f"must be >= 1, got {self.rounds}")
+        _check(self.log_every >= 1, "run.log_every", f"must be >= 1, got {self.log_every}")
+        _check(self.divergence_factor > 1, "run.divergence_factor", "must be > 1")
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "feddpo"
+    local_steps: int = 1        # E for federated algorithms, tau (gossip period) for decentralized
+    participation: int = 0      # S clients sampled per round without replacement; 0 = all
+    server_lr: float = 1.0
+    q_max: int = 0              # bounded staleness: a client may start from a model q_max rounds old
+    delay: str = "uniform"      # delay ~ U{0..q_max} ("uniform") or always q_max ("max")
+    stale_rule: str = "model_average"  # average returned models, or "delta": apply averaged deltas
+    prox_mu: float = 0.0        # FedProx proximal weight
+    lr: float = 0.1
+    schedule: str = "constant"
+    decay_steps: float = 100.0  # t0 of the inverse / inv_sqrt schedules
+    batch_size: int = 8         # pairs per client per local step; 0 = exact gradients
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    state_policy: str = "keep"  # optimizer state at communication: keep / reset / average
+
+    def validate(self) -> None:
+        _check(self.name in ALGORITHMS, "algorithm.name", f"unknown algorithm {self.name!r}; known: {', '.join(ALGORITHMS)}")
+        _check(self.local_steps >= 1, "algorithm.local_steps", f"must be >= 1, got {self.local_steps}")
+        _check(self.participation >= 0, "algorithm.participation", f"must be >= 0, got {self.participation}")
+        _check(self.server_lr > 0, "algorithm.server_lr", f"must be > 0, got {self.server_lr}")
+        _check(self.q_max >= 0, "algorithm.q_max", f"must be >= 0, got {self.q_max}")
+        _check(self.delay in ("uniform", "max"), "algorithm.delay", f"must be 'uniform' or 'max', got {self.delay!r}")
+        _check(self.stale_rule in ("model_average", "delta"), "algorithm.stale_rule",
+               f"must be 'model_average' or 'delta', got {self.stale_rule!r}")
+        _check(self.prox_mu >= 0, "algorithm.prox_mu", f"must be >= 0, got {self.prox_mu}")
+        _check(self.lr > 0 and math.isfinite(self.lr), "algorithm.lr", f"step size must be > 0, got {self.lr}")
+        _check(self.schedule in SCHEDULES, "algorithm.schedule", f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        _check(self.decay_steps > 0, "algorithm.decay_steps", f"must be > 0, got {self.decay_steps}")
+        _check(self.batch_size >= 0, "algorithm.batch_size", f"must be >= 0 (0 = exact gradients), got {self.batch_size}")
+        _check(self.optimizer in ("sgd", "adamw"), "algorithm.optimizer", f"must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        _check(0 <= self.momentum < 1, "algorithm.momentum", f"must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, "algorithm.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "algorithm.betas",
+               f"must be two numbers in [0, 1), got {self.betas}")
+        _check(self.eps > 0, "algorithm.eps", "must be > 0")
+        _check(self.state_policy in ("keep", "reset", "average"), "algorithm.state_policy",
+               f"must be 'keep', 'reset' or 'average', got {self.state_policy!r}")
+        if self.name == "gradient_tracking":
+            _check(self.local_steps == 1, "algorithm.local_steps", "gradient_tracking communicates every step; use 1")
+        if self.name in ("scaffold", "gradient_tracking"):
+            _check(self.optimizer == "sgd", "algorithm.optimizer", f"{self.name} is defined for SGD; use 'sgd'")
+        if self.name == "fedprox":
+            _check(self.prox_mu > 0, "algorithm.prox_mu", "fedprox needs a proximal weight > 0")
+        else:
+            _check(self.prox_mu == 0, "algorithm.prox_mu", f"the proximal term belongs to fedprox, not {self.name}")
+        if self.name in ("scaffold", "gradient_tracking"):
+            _check(self.momentum == 0, "algorithm.momentum", f"{self.name} is implemented for plain SGD; use 0")
+        if self.q_max > 0:
+            _check(self.name in ("feddpo", "fedprox"), "algorithm.q_max", f"staleness is modelled for feddpo/fedprox, not {self.name}")
+
+    @property
+    def decentralized(self) -> bool:
+        return self.name in ("decdpo", "gradient_tracking")
+
+
+@dataclass
+class ExperimentConfig:
+    track: str = "synthetic"
+    run: RunConfig = field(default_factory=RunConfig)
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+
+    def validate(self) -> None:
+        _check(self.track == "synthetic", "track", f"unknown track {self.track!r}; known: synthetic")
+        for section in (self.run, self.problem, self.algorithm, self.topology):
+            section.validate()
+        n, s = self.problem.n_clients, self.algorithm.participation
+        _check(s <= n, "algorithm.participation", f"S={s} exceeds n_clients={n}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _check(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(field_name, message)
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a simple annotation (int, float, str, bool, list[...], X | None)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(where, f"expected a list, got {value!r}")
+        (inner,) = typing.get_args(annotation)
+        return [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(annotation, type) and isinstance(value, annotation) and not (
+        isinstance(value, bool) and annotation is not bool
+    ):
+        return value
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(where, f"expected {name}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", f"expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(where, f"unknown key; known keys: {', '.join(sorted(names))}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = from_dict(annotation, value, f"{where}.")
+        else:
+            kwargs[key] = _convert(value, annotation, where)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], value); the value is read as TOML, else as a plain string."""
+    if "=" not in text:
+        raise ConfigError("--set", f"expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(".".join(path), f"{part} is not a table")
+    node[path[-1]] = value
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot read config file: {err.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), f"invalid TOML: {err}") from None
+
+
+def build_config(data: dict, overrides: list[str] = ()) -> ExperimentConfig:
+    data = copy.deepcopy(data)
+    data.pop("sweep", None)  # sweep grids are read by theory_lab.sweep
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    cfg = from_dict(ExperimentConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    return build_config(read_toml(path), overrides)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,37 @@
+"""The oracle interface: what an algorithm may ask of a problem, on either track.
+
+Algorithms see a parameter stack ``X`` of shape ``[S, K, P]`` (seeds, client rows, parameters)
+and never know whether the rows are log-linear policies or LoRA adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class Oracle(Protocol):
+    n_seeds: int          # S: leading dimension of every parameter stack
+    n_clients: int        # N
+    dim: int              # P: parameters per client
+    dtype: torch.dtype
+    weights: torch.Tensor  # [S, N] client weights w_i (sum to 1 over clients)
+    smoothness: torch.Tensor | None  # [S] global L when known (for the 2/L divergence message)
+
+    def init_params(self) -> torch.Tensor:
+        """Starting model theta_0, shape [S, P]."""
+
+    def sample_batch(self, gen: torch.Generator, batch_size: int) -> Any:
+        """Draw one local step's minibatch for *every* client (so the draw does not depend on
+        which clients participate or which process holds them). ``batch_size == 0`` means the
+        exact gradient and returns None."""
+
+    def grad(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
+        """Gradient of each client's loss at its own row. ``X``: [S, K, P] rows of the clients
+        ``clients`` ([S, K] long; None means all N in order). ``batch`` from ``sample_batch``
+        (None: exact gradient). Returns [S, K, P]."""
+
+    def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics of the averaged model theta [S, P], each a tensor [S]: any of ``subopt``,
+        ``grad_norm_sq``, ``dist_to_opt``, ``train_loss``, ``eval_pref_acc``, ``reward_margin``."""

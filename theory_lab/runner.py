@@ -1,0 +1,136 @@
+"""The Python API: a config in, a results table (and manifest) out. The CLI, sweeps, the claim
+registry, demos and tests all go through `run`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from theory_lab.algorithms import make_algorithm
+from theory_lab.communicator import InProcessCommunicator
+from theory_lab.config import ExperimentConfig, to_dict
+from theory_lab.errors import DivergenceError
+from theory_lab.progress import Progress
+from theory_lab.results import METRICS, provenance
+from theory_lab.topology import describe, make_topology
+
+
+@dataclass
+class RunResult:
+    table: pd.DataFrame
+    manifest: dict
+    algorithm: object  # the finished algorithm (its parameter stack, for tests and demos)
+    oracle: object
+
+
+def make_oracle(cfg: ExperimentConfig):
+    from synthetic.oracle import SyntheticOracle
+    from synthetic.problem import build_problem
+
+    return SyntheticOracle(build_problem(cfg.problem, cfg.run.seeds))
+
+
+def config_columns(cfg: ExperimentConfig, topology) -> dict:
+    """The run's configuration as table columns (the analysis layer groups on these)."""
+    a, p = cfg.algorithm, cfg.problem
+    return {
+        "algorithm": a.name, "n_clients": p.n_clients, "local_steps": a.local_steps,
+        "participation": a.participation or p.n_clients, "q_max": a.q_max, "stale_rule": a.stale_rule,
+        "topology": topology.name if topology else ("server" if a.name != "centralized" else "none"),
+        "spectral_gap": topology.spectrum().p if topology else math.nan,
+        "lr": a.lr, "schedule": a.schedule, "optimizer": a.optimizer, "batch_size": a.batch_size,
+        "server_lr": a.server_lr, "prox_mu": a.prox_mu, "heterogeneity": p.heterogeneity,
+        "dirichlet_alpha": p.dirichlet_alpha, "horizon": p.horizon, "beta": p.beta, "dim": p.dim,
+        "model": "loglinear", "dataset": "synthetic",
+    }
+
+
+def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "") -> RunResult:
+    cfg.validate()
+    oracle = make_oracle(cfg)
+    topology = make_topology(cfg.topology, oracle.n_clients) if cfg.algorithm.decentralized else None
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    rounds = cfg.run.rounds
+    alg = make_algorithm(cfg.algorithm, oracle, InProcessCommunicator(), gen, rounds, topology)
+
+    records: list[dict] = []
+    zero = torch.zeros(oracle.n_seeds, dtype=oracle.dtype)
+    comm_bytes, start = 0, time.perf_counter()
+    first_loss = None
+    bar = Progress(rounds, label or cfg.algorithm.name, progress)
+    for r in range(rounds + 1):
+        if r > 0:
+            info = alg.round(r - 1)
+            comm_bytes += info.comm_bytes
+            bar.update()
+        else:
+            info = None
+        if r % cfg.run.log_every and r != rounds:
+            continue
+        metrics = oracle.evaluate(alg.model())
+        first_loss = metrics["train_loss"] if first_loss is None else first_loss
+        _check_divergence(cfg, oracle, alg, metrics["train_loss"], first_loss, r)
+        records.append({
+            "round": r, "step": alg.t,
+            "consensus_error": info.consensus_error if info else zero,
+            "consensus_error_pre": info.consensus_error_pre if info else zero,
+            "comm_bytes": comm_bytes, "wall_s": time.perf_counter() - start, **metrics,
+        })
+    table = _tidy(records, cfg, topology)
+    manifest = {
+        "config": to_dict(cfg), "seeds": cfg.run.seeds, "rounds": rounds,
+        "topology": describe(topology) if topology else None,
+        "constants": _constants(oracle), "wall_s": time.perf_counter() - start, **provenance(),
+    }
+    return RunResult(table, manifest, alg, oracle)
+
+
+def _check_divergence(cfg, oracle, alg, loss, first_loss, r) -> None:
+    bad = ~torch.isfinite(alg.model()).all(dim=1) | ~torch.isfinite(loss)
+    bad |= loss > cfg.run.divergence_factor * first_loss.abs().clamp(min=1.0)
+    if bad.any():
+        s = int(bad.nonzero()[0, 0])
+        hint = ""
+        if getattr(oracle, "smoothness", None) is not None:
+            two_over_l = 2.0 / float(oracle.smoothness[s])
+            hint = f" vs 2/L = {two_over_l:.4g}"
+        raise DivergenceError(
+            f"run diverged at round {r} (seed {cfg.run.seeds[s]}, loss {float(loss[s]):.4g}): "
+            f"step size algorithm.lr = {cfg.algorithm.lr:g}{hint}; lower algorithm.lr")
+
+
+def _tidy(records: list[dict], cfg: ExperimentConfig, topology) -> pd.DataFrame:
+    """Long format: one row per (seed, logged round), config columns first."""
+    seeds = cfg.run.seeds
+    columns = {"seed": [s for _ in records for s in seeds]}
+    for key in records[0]:
+        values = [rec[key] for rec in records]
+        if torch.is_tensor(values[0]):
+            columns[key] = torch.stack(values).reshape(-1).tolist()
+        else:
+            columns[key] = [v for v in values for _ in seeds]
+    table = pd.DataFrame(columns)
+    for key in METRICS:
+        if key not in table:
+            table[key] = math.nan
+    config = config_columns(cfg, topology)
+    for i, (key, value) in enumerate(config.items()):
+        table.insert(i, key, value)
+    return table[[*config, "seed", *METRICS, *[c for c in table if c not in config and c not in METRICS and c != "seed"]]]
+
+
+def _constants(oracle) -> dict | None:
+    consts = getattr(oracle, "constants", None)
+    if consts is None:
+        return None
+    out = {}
+    for f in dataclasses.fields(consts):
+        value = getattr(consts, f.name)
+        if torch.is_tensor(value) and value.dim() <= 2:
+            out[f.name] = value.tolist()
+    return out

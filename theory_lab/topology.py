@@ -1,0 +1,337 @@
+"""Communication graphs, mixing matrices and their spectra (static and time-varying).
+
+Conventions (shared/DESIGN.md): W is doubly stochastic, x_i <- sum_j W_ij x_j, so W_ij != 0 means
+client j sends its vector to client i. rho = max(|lambda_2|, |lambda_n|), delta = 1 - rho and the
+spectral gap p = 1 - rho**2. Graphs come from networkx generators, eigenproblems from scipy.
+"""
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import scipy.linalg
+import scipy.sparse.csgraph
+
+from theory_lab.errors import ConfigError
+
+NAMES = ("complete", "ring", "path", "star", "torus", "hypercube", "exponential",
+         "one_peer_exponential", "erdos_renyi", "geometric", "lazy_complete", "custom")
+RULES = ("metropolis", "max_degree")
+_MAX_TRIES = 100  # resamples of a random graph before giving up on connectivity
+_TOL = 1e-10
+
+
+@dataclass
+class TopologyConfig:
+    """The `[topology]` config section; plain annotations so the generic TOML loader can type-check."""
+
+    name: str = "complete"
+    mixing: str = "metropolis"  # ignored by lazy_complete, one_peer_exponential and custom
+    er_p: float = 0.3
+    radius: float = 0.5
+    graph_seed: int = 0
+    lazy: float = 0.5
+    weights: list[list[float]] | None = None
+    weights_file: str | None = None
+
+    def validate(self) -> None:
+        if self.name not in NAMES:
+            raise ConfigError("topology.name", f"unknown topology {self.name!r}; known: {', '.join(NAMES)}")
+        if self.mixing not in RULES:
+            raise ConfigError("topology.mixing", f"unknown rule {self.mixing!r}; known: {', '.join(RULES)}")
+        if not 0 < self.er_p <= 1:
+            raise ConfigError("topology.er_p", f"must be in (0, 1], got {self.er_p}")
+        if not self.radius > 0:
+            raise ConfigError("topology.radius", f"must be > 0, got {self.radius}")
+        if not 0 < self.lazy <= 1:
+            raise ConfigError("topology.lazy", f"must be in (0, 1], got {self.lazy}")
+        if self.weights is not None and self.weights_file is not None:
+            raise ConfigError("topology.weights", "give weights or weights_file, not both")
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError("n_clients", f"must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def _need_pow2(name: str, n: int) -> None:
+    if n & (n - 1):
+        raise ConfigError("topology.name", f"{name} needs n_clients a power of 2, got {n}")
+
+
+def _torus_shape(n: int) -> tuple[int, int]:
+    """The most square r x c = n with r, c >= 3 (smaller sides would create duplicate edges)."""
+    for r in range(math.isqrt(n), 2, -1):
+        if n % r == 0 and n // r >= 3:
+            return r, n // r
+    raise ConfigError("topology.name", f"torus needs n_clients = r*c with r, c >= 3, got {n}")
+
+
+def _random_connected(make, n: int, seed: int, field: str, what: str) -> nx.Graph:
+    for s in range(seed, seed + _MAX_TRIES):
+        if nx.is_connected(g := make(s)):
+            g.graph["seed"] = s  # record which resample was used, for the manifest
+            return g
+    raise ConfigError(field, f"{what} with n={n} was disconnected for graph_seed {seed}..{seed + _MAX_TRIES - 1};"
+                             f" increase {field.split('.')[-1]}")
+
+
+def build_graph(name: str, n: int, *, er_p: float = 0.3, radius: float = 0.5, seed: int = 0) -> nx.Graph:
+    """Undirected graph on nodes 0..n-1 (one_peer_exponential: union over a period; lazy_complete: K_n)."""
+    n = _check_n(n)
+    if name not in NAMES:
+        raise ConfigError("topology.name", f"unknown topology {name!r}; known: {', '.join(NAMES)}")
+    if n == 1:
+        g = nx.empty_graph(1)
+    elif name in ("complete", "lazy_complete"):
+        g = nx.complete_graph(n)
+    elif name == "ring":
+        g = nx.cycle_graph(n)
+    elif name == "path":
+        g = nx.path_graph(n)
+    elif name == "star":
+        g = nx.star_graph(n - 1)  # star_graph(k) has k leaves plus the centre 0
+    elif name == "torus":
+        r, c = _torus_shape(n)
+        # sorted (row, col) labels -> row-major integers, so node i sits at (i // c, i % c)
+        g = nx.convert_node_labels_to_integers(nx.grid_2d_graph(r, c, periodic=True), ordering="sorted")
+        g.graph["shape"] = (r, c)
+    elif name == "hypercube":
+        _need_pow2(name, n)
+        # sorted bit tuples -> their binary value, so neighbours differ in exactly one bit
+        g = nx.convert_node_labels_to_integers(nx.hypercube_graph(n.bit_length() - 1), ordering="sorted")
+    elif name in ("exponential", "one_peer_exponential"):
+        if name == "one_peer_exponential":
+            _need_pow2(name, n)
+        g = nx.empty_graph(n)
+        hops = [2**k for k in range((n - 1).bit_length())]  # all 2^k < n
+        g.add_edges_from((i, (i + h) % n) for i in range(n) for h in hops)
+    elif name == "erdos_renyi":
+        g = _random_connected(lambda s: nx.erdos_renyi_graph(n, er_p, seed=s), n, seed,
+                              "topology.er_p", f"erdos_renyi graph (er_p={er_p})")
+    elif name == "geometric":
+        g = _random_connected(lambda s: nx.random_geometric_graph(n, radius, seed=s), n, seed,
+                              "topology.radius", f"geometric graph (radius={radius})")
+    else:
+        raise ConfigError("topology.name", "custom has no generator; give topology.weights or weights_file")
+    g.remove_edges_from(list(nx.selfloop_edges(g)))
+    return g
+
+
+def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
+    """Symmetric doubly stochastic W on graph's support; the diagonal takes what the edges leave."""
+    n = graph.number_of_nodes()
+    A = nx.to_numpy_array(graph, nodelist=range(n), weight=None, dtype=np.float64)
+    np.fill_diagonal(A, 0.0)
+    deg = A.sum(axis=1)
+    if rule == "metropolis":
+        W = A / (1.0 + np.maximum.outer(deg, deg))
+    elif rule == "max_degree":
+        W = A / (1.0 + (deg.max() if n else 0.0))
+    else:
+        raise ConfigError("topology.mixing", f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+    np.fill_diagonal(W, 1.0 - W.sum(axis=1))
+    return W
+
+
+def validate_mixing(W, field: str = "topology.weights", symmetric: bool = True) -> np.ndarray:
+    """Check that W is a valid (symmetric) doubly stochastic mixing matrix over a connected graph."""
+    try:
+        W = np.array(W, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(field, f"not a numeric matrix ({str(e).splitlines()[0]})") from None
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or W.size == 0:
+        raise ConfigError(field, f"must be a non-empty square matrix, got shape {W.shape}")
+    for bad, test in (("NaN", np.isnan), ("inf", np.isinf)):
+        if test(W).any():
+            i, j = np.argwhere(test(W))[0]
+            raise ConfigError(field, f"contains {bad} at ({i}, {j})")
+    if (W < 0).any():
+        i, j = np.argwhere(W < 0)[0]
+        raise ConfigError(field, f"negative entry {W[i, j]:g} at ({i}, {j})")
+    for axis, what in ((1, "row"), (0, "column")):
+        sums = W.sum(axis=axis)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > _TOL)
+        if bad.size:
+            raise ConfigError(field, f"{what} {bad[0]} sums to {sums[bad[0]]:.12g}, not 1 (doubly stochastic needed)")
+    if symmetric and not np.allclose(W, W.T, rtol=0.0, atol=_TOL):
+        i, j = np.argwhere(np.abs(W - W.T) > _TOL)[0]
+        raise ConfigError(field, f"not symmetric: W[{i}, {j}]={W[i, j]:g} but W[{j}, {i}]={W[j, i]:g}")
+    # For a doubly stochastic W, weak connectivity of the support implies strong connectivity.
+    k, _ = scipy.sparse.csgraph.connected_components(W > 0, directed=False)
+    if k > 1:
+        raise ConfigError(field, f"support graph is disconnected ({k} components); W must connect all clients")
+    return W
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make generated __eq__ ambiguous
+class Spectrum:
+    eigenvalues: np.ndarray  # descending; singular values when kind == "singular_values"
+    rho: float
+    delta: float
+    p: float
+    kind: str = "eigenvalues"
+
+
+def spectrum(W) -> Spectrum:
+    """Spectrum of a doubly stochastic W.
+
+    Symmetric W: eigenvalues by scipy.linalg.eigvalsh and rho = max(|lambda_2|, |lambda_n|).
+    Non-symmetric W (e.g. one one-peer exponential round): its eigenvalues are complex and do not
+    bound contraction, so we use singular values instead and rho = sigma_2 = ||W - J/n||_2, the
+    factor by which one application of W shrinks the distance to consensus; `kind` records which.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    n = W.shape[0]
+    if np.allclose(W, W.T, rtol=0.0, atol=1e-12):
+        values, kind = scipy.linalg.eigvalsh((W + W.T) / 2)[::-1].copy(), "eigenvalues"
+        rho = max(abs(values[1]), abs(values[-1])) if n > 1 else 0.0
+    else:
+        values, kind = scipy.linalg.svdvals(W), "singular_values"
+        rho = values[1] if n > 1 else 0.0
+    rho = min(float(rho), 1.0)  # rho <= 1 for doubly stochastic W; clip round-off so p >= 0
+    values.setflags(write=False)
+    return Spectrum(values, rho, 1.0 - rho, 1.0 - rho**2, kind)
+
+
+class Topology:
+    """A communication pattern: W(t) for every round t, periodic with `period` (1 when static)."""
+
+    def __init__(self, name: str, n: int, graph: nx.Graph, matrices: list[np.ndarray], mixing: str | None = None):
+        self.name, self.n, self.graph, self.mixing = name, n, graph, mixing
+        self._W = [np.asarray(m, dtype=np.float64) for m in matrices]
+        self.period = len(self._W)
+        self.time_varying = self.period > 1
+        self._spectra: dict[int, Spectrum] = {}
+
+    def W(self, t: int = 0) -> np.ndarray:
+        """Mixing matrix used at communication round t (a fresh copy, so callers may modify it)."""
+        return self._W[t % self.period].copy()
+
+    def spectrum(self, t: int = 0) -> Spectrum:
+        """Spectrum of the single-round W(t); for one_peer_exponential singular values, and rho = 1
+        at rounds with hop 2^k > 1 since one such round alone leaves 2^k disconnected cycles."""
+        k = t % self.period
+        if k not in self._spectra:
+            self._spectra[k] = spectrum(self._W[k])
+        return self._spectra[k]
+
+    def period_product_spectrum(self) -> Spectrum:
+        """Spectrum of W(period-1) ... W(0): for one_peer_exponential with n = 2^m the product is
+        exactly J/n (every node has then heard every other exactly once), so rho = 0."""
+        product = np.eye(self.n)
+        for M in self._W:
+            product = M @ product
+        return spectrum(product)
+
+    def messages_per_round(self, t: int = 0) -> int:
+        """Vectors sent in round t: one per nonzero off-diagonal W_ij (j sends to i)."""
+        W = self._W[t % self.period]
+        return int(np.count_nonzero(W) - np.count_nonzero(np.diag(W)))
+
+    def neighbors(self, t: int = 0) -> list[list[tuple[int, float]]]:
+        """For each node i, [(j, W_ij)] over j != i with W_ij != 0: whom i receives from, with weights."""
+        W = self._W[t % self.period]
+        return [[(int(j), float(W[i, j])) for j in np.flatnonzero(W[i]) if j != i] for i in range(self.n)]
+
+
+def _load_weights(path: str) -> np.ndarray:
+    field = "topology.weights_file"
+    if not Path(path).is_file():
+        raise ConfigError(field, f"file not found: {path}")
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        return np.loadtxt(path, delimiter="," if path.endswith(".csv") else None, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise ConfigError(field, f"cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def make_topology(cfg: TopologyConfig, n: int) -> Topology:
+    cfg.validate()
+    n = _check_n(n)
+    if n == 1:  # a single client: nothing to mix, whatever the topology
+        return Topology(cfg.name, 1, nx.empty_graph(1), [np.ones((1, 1))])
+    if cfg.name == "custom":
+        if cfg.weights is None and cfg.weights_file is None:
+            raise ConfigError("topology.weights", "custom topology needs weights or weights_file")
+        field = "topology.weights" if cfg.weights is not None else "topology.weights_file"
+        raw = cfg.weights if cfg.weights is not None else _load_weights(cfg.weights_file)
+        # symmetric=True: the gossip analyses we verify assume a symmetric W
+        W = validate_mixing(raw, field=field, symmetric=True)
+        if W.shape != (n, n):
+            raise ConfigError(field, f"must be {n} x {n} (n_clients), got {W.shape[0]} x {W.shape[1]}")
+        graph = nx.empty_graph(n)
+        graph.add_edges_from((int(i), int(j)) for i, j in np.argwhere(np.triu(W, 1) > 0))
+        return Topology("custom", n, graph, [W])
+    graph = build_graph(cfg.name, n, er_p=cfg.er_p, radius=cfg.radius, seed=cfg.graph_seed)
+    if cfg.name == "lazy_complete":
+        a = cfg.lazy
+        return Topology(cfg.name, n, graph, [(1.0 - a) * np.eye(n) + a * np.full((n, n), 1.0 / n)])
+    if cfg.name == "one_peer_exponential":
+        # round t: node i averages with i + 2^(t mod log2 n); W_t = (I + P_t) / 2
+        mats = [(np.eye(n) + np.roll(np.eye(n), 2**k, axis=1)) / 2 for k in range(n.bit_length() - 1)]
+        return Topology(cfg.name, n, graph, mats)
+    return Topology(cfg.name, n, graph, [mixing_matrix(graph, cfg.mixing)], mixing=cfg.mixing)
+
+
+def describe(topology: Topology) -> dict:
+    """JSON-friendly summary for manifests and result columns."""
+    s, degrees = topology.spectrum(0), [d for _, d in topology.graph.degree()]
+    out = {
+        "name": topology.name, "n": topology.n, "time_varying": topology.time_varying,
+        "mixing": topology.mixing, "edges": topology.graph.number_of_edges(),
+        "degree": {"min": int(min(degrees)), "max": int(max(degrees))},
+        "messages_per_round": topology.messages_per_round(0),
+        "rho": s.rho, "delta": s.delta, "p": s.p,
+        "spectrum_kind": s.kind, "eigenvalues": [float(v) for v in s.eigenvalues],
+    }
+    if "seed" in topology.graph.graph:
+        out["graph_seed_used"] = int(topology.graph.graph["seed"])
+    if topology.time_varying:
+        out.update(period=topology.period, period_product_rho=topology.period_product_spectrum().rho)
+    return out
+
+
+def draw(topology: Topology, path: str | os.PathLike) -> None:
+    """Draw the graph to `path` (format from its extension: .png, .pdf, ...), written atomically."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # later, use() would close the caller's open figures
+        matplotlib.use("Agg")  # headless; must precede the pyplot import that networkx's drawing does
+    from matplotlib.figure import Figure  # a bare Figure: no pyplot global state to touch
+
+    g, name, curved = topology.graph, topology.name, []
+    if name == "geometric" and all("pos" in d for _, d in g.nodes(data=True)):
+        pos = nx.get_node_attributes(g, "pos")  # the sampled positions are the graph
+    elif name == "torus" and "shape" in g.graph:
+        c = g.graph["shape"][1]
+        pos = {i: (i % c, -(i // c)) for i in g.nodes}
+        # wrap-around edges would lie on top of their row/column: draw them as arcs instead
+        curved = [(u, v) for u, v in g.edges if abs(pos[u][0] - pos[v][0]) + abs(pos[u][1] - pos[v][1]) > 1]
+    elif name in ("ring", "path", "exponential", "complete", "lazy_complete", "star", "one_peer_exponential"):
+        pos = nx.circular_layout(g)
+    else:
+        pos = nx.spring_layout(g, seed=0)  # fixed seed: the same figure every time
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    straight = [e for e in g.edges if e not in set(curved)]
+    nx.draw_networkx(g, pos, ax=ax, edgelist=straight, node_size=220, font_size=7,
+                     node_color="#8ab6d6", edge_color="#555555")
+    if curved:
+        nx.draw_networkx_edges(g, pos, ax=ax, edgelist=curved, edge_color="#555555", arrows=True,
+                               arrowstyle="-", connectionstyle="arc3,rad=0.25", node_size=220)
+    ax.set_title(f"{name}, n={topology.n}, p=1-rho^2={topology.spectrum(0).p:.4g}")
+    ax.set_axis_off()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
