@@ -41,10 +41,10 @@ class LogLinearDPO:
     def _rows(self, clients, batch, held_out=False):
         p = self.problem
         c = self._all if clients is None else clients.contiguous()
-        if held_out:
+        if held_out:                                                    # always all clients
             n = p.eval_dphi.shape[2]
-            weight = torch.full(c.shape + (n,), 1.0 / n, dtype=DTYPE)
-            return p.eval_dphi[self._s, c], _take(p.eval_visits, self._s, c), weight
+            weight = torch.full(p.eval_dphi.shape[:3], 1.0 / n, dtype=DTYPE)
+            return p.eval_dphi, p.eval_visits, weight
         if batch is None:
             if clients is None:                                         # no copy needed
                 return p.dphi, p.visits, p.pair_weight
@@ -135,12 +135,15 @@ class SyntheticOracle(LogLinearDPO):
     """The Oracle protocol (theory_lab/oracle.py) for a SyntheticProblem, with its exact
     constants (θ*, f*, L, μ, σ², ζ², F0) computed once at construction."""
 
-    def __init__(self, problem: SyntheticProblem):
+    def __init__(self, problem: SyntheticProblem, init: str = "reference"):
         super().__init__(problem)
+        self.init = init
         self.constants = exact_constants(problem, self)
         self.smoothness = self.constants.L
 
     def init_params(self):
+        if self.init == "optimum":
+            return self.constants.theta_star.clone()
         return self.problem.theta0.clone()
 
     def sample_batch(self, gen: torch.Generator, batch_size: int):

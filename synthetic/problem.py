@@ -37,7 +37,9 @@ class ProblemConfig:
     reward_scale: float = 2.0         # ‖θ̄*‖
     behaviour: str = "uniform"        # "uniform" or "reference" (actions drawn from π_ref)
     ref_scale: float = 0.0            # ‖θ_ref‖
-    init: str = "reference"           # θ_0 = θ_ref, or "zero"
+    init: str = "reference"           # θ_0 = θ_ref, "zero", or "optimum" (θ*: measures floors
+                                      # without the transient)
+    shared_data: bool = False         # every client holds client 0's pairs: ζ² = 0 exactly
     seed: int = 0
 
     def validate(self) -> None:
@@ -61,8 +63,11 @@ class ProblemConfig:
         need(self.feature_bound > 0, "feature_bound", "must be > 0", self.feature_bound)
         need(self.behaviour in ("uniform", "reference"), "behaviour",
              "must be 'uniform' or 'reference'", self.behaviour)
-        need(self.init in ("reference", "zero"), "init", "must be 'reference' or 'zero'",
-             self.init)
+        need(self.init in ("reference", "zero", "optimum"), "init",
+             "must be 'reference', 'zero' or 'optimum'", self.init)
+        if self.shared_data:
+            need(len(set(self.sizes())) == 1, "client_sizes",
+                 "shared_data needs equal client sizes", self.client_sizes)
 
     def sizes(self) -> list[int]:
         return list(self.client_sizes) if self.client_sizes is not None \
@@ -181,6 +186,8 @@ def _replica(cfg: ProblemConfig, seed: int) -> dict[str, torch.Tensor]:
     sizes = cfg.sizes()
     n_max = max(sizes)
     dphi, visits = _pairs(cfg, n_max, ctx, behaviour, transitions, features, theta_user, g)
+    if cfg.shared_data:  # client 0's pairs everywhere: identical client losses
+        dphi, visits = dphi[:1].expand_as(dphi).clone(), visits[:1].expand_as(visits).clone()
     mask = torch.arange(n_max)[None, :] < torch.tensor(sizes)[:, None]  # [N, n_max]
     eval_dphi, eval_visits = _pairs(cfg, cfg.heldout_pairs, ctx, behaviour, transitions,
                                     features, theta_user, g)
@@ -209,6 +216,6 @@ def build_problem(cfg: ProblemConfig, seeds: list[int]) -> SyntheticProblem:
         visits=None if horizon1 else stack("visits"), pair_weight=pair_weight, sizes=sizes,
         client_weights=client_weights, eval_dphi=stack("eval_dphi"),
         eval_visits=None if horizon1 else stack("eval_visits"), theta_ref=theta_ref,
-        theta0=theta_ref.clone() if cfg.init == "reference" else torch.zeros_like(theta_ref),
+        theta0=theta_ref.clone() if cfg.init != "zero" else torch.zeros_like(theta_ref),
         theta_user=stack("theta_user"), transitions=stack("transitions"), beta=float(cfg.beta),
         l2=float(cfg.l2), horizon=cfg.horizon, feature_bound=float(cfg.feature_bound))

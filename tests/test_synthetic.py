@@ -220,3 +220,13 @@ def test_heldout_accuracy_beats_chance_with_strong_rewards():
                  heldout_pairs=200, dirichlet_alpha=0.5, behaviour="reference")
         ev = o.evaluate(o.constants.theta_star)
         assert (ev["eval_pref_acc"] > 0.75).all() and (ev["reward_margin"] > 0).all()
+
+
+def test_shared_data_has_zero_heterogeneity_and_optimum_init_starts_at_theta_star():
+    from synthetic.oracle import SyntheticOracle
+
+    cfg = ProblemConfig(n_clients=4, pairs_per_client=30, dim=4, n_contexts=6, heterogeneity=2.0,
+                        shared_data=True, l2=0.01)
+    oracle = SyntheticOracle(build_problem(cfg, [0, 1]), init="optimum")
+    assert float(oracle.constants.zeta2.max()) < 1e-20
+    assert float(oracle.evaluate(oracle.init_params())["grad_norm_sq"].max()) < 1e-20

@@ -52,6 +52,24 @@ def _cmd_run(args) -> None:
     print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
 
 
+def _cmd_verify(args) -> int:
+    from pathlib import Path
+
+    from theory_lab.verify import select, table, verify
+
+    ids = select(args.claims)
+    out = Path(args.out)
+    print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
+    rows = verify(ids, args.quick, args.seeds, out, progress=print)
+    print("\n" + table(rows))
+    print(f"\nreport: {out / 'report.md'}\njson: {out / 'report.json'}")
+    broken = [r["claim"] for r in rows if r["verdict"] == "refuted" and r["should_hold"]]
+    if args.strict and broken:
+        print(f"strict: refuted in their regime: {', '.join(broken)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _summary(table) -> None:
     """Final-round metrics, mean over seeds, per run."""
     keys = [k for k in ("run_id", "algorithm", "local_steps", "participation", "topology", "q_max") if k in table]
@@ -82,17 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, e.g. algorithm.lr=0.05 (repeatable)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_run)
+    ver = sub.add_parser("verify", help="run the claim registry and write a verification report")
+    ver.add_argument("--quick", action="store_true", help="reduced suite (fewer points and rounds)")
+    ver.add_argument("--claims", help="comma-separated claim ids (default: all)")
+    ver.add_argument("--seeds", type=int, default=3, help="replicas per run (default 3)")
+    ver.add_argument("--out", default="runs/verify", help="report directory (default runs/verify)")
+    ver.add_argument("--strict", action="store_true",
+                     help="exit 1 when a claim that should hold in its regime is refuted")
+    ver.set_defaults(func=_cmd_verify)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0

@@ -32,7 +32,7 @@ def make_oracle(cfg: ExperimentConfig):
     from synthetic.oracle import SyntheticOracle
     from synthetic.problem import build_problem
 
-    return SyntheticOracle(build_problem(cfg.problem, cfg.run.seeds))
+    return SyntheticOracle(build_problem(cfg.problem, cfg.run.seeds), init=cfg.problem.init)
 
 
 def config_columns(cfg: ExperimentConfig, topology) -> dict:

@@ -1,0 +1,64 @@
+"""The claim registry and `theory-lab verify`: reports are written, and a wrong prediction is
+refuted (the verification can fail)."""
+
+import json
+
+import pytest
+
+from analysis import judge_exponent
+from theory_lab.claims import REGISTRY, Context
+from theory_lab.claims.base import Outcome, claim
+from theory_lab.claims.federated import base, slope_claim
+from theory_lab.cli import main
+
+
+@pytest.fixture
+def wrong_claim():
+    """The noise floor with a deliberately wrong prediction: slope -2 in n (it is -1)."""
+
+    @claim("wrong-noise-floor", statement="the noise floor falls like 1/n² (deliberately wrong)",
+           source="test", metric="subopt floor", regime="as noise-floor", predicted="slope −2 in n",
+           tolerance=0.25)
+    def check(ctx: Context) -> Outcome:
+        ns = (2, 8, 32)
+        cfg = base(200, batch_size=1, lr=0.5)
+        cfg["problem"].update(heterogeneity=0.0, dirichlet_alpha=0.0)
+        res = ctx.sweep(cfg, [{"problem.n_clients": n} for n in ns])
+        fit, _, _ = slope_claim(ctx, "wrong", "n", dict(enumerate(ns)), res, "subopt", -2.0, 0.25, tail=0.6)
+        return Outcome.from_fit(fit, judge_exponent(fit, -2.0, 0.25), -2.0)
+
+    yield "wrong-noise-floor"
+    REGISTRY.pop("wrong-noise-floor")
+
+
+def test_wrong_prediction_is_refuted_and_strict_fails(wrong_claim, tmp_path, capsys):
+    code = main(["verify", "--claims", wrong_claim, "--out", str(tmp_path), "--strict"])
+    assert code == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    (row,) = report["claims"]
+    assert row["verdict"] == "refuted"
+    assert -1.4 < row["value"] < -0.7  # the data say -1
+    assert "strict" in capsys.readouterr().err
+
+
+def test_verify_writes_report_table_and_figure(tmp_path, capsys):
+    assert main(["verify", "--quick", "--claims", "full-participation,noise-floor", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| full-participation |" in md and "## noise-floor" in md and "theory-lab verify --claims noise-floor" in md
+    rows = {r["claim"]: r for r in json.loads((tmp_path / "report.json").read_text())["claims"]}
+    assert rows["full-participation"]["verdict"] == "confirmed"
+    assert (tmp_path / "figures" / "noise-floor.png").stat().st_size > 1000
+    assert "| noise-floor |" in capsys.readouterr().out
+
+
+def test_every_claim_is_declared_with_its_metadata():
+    required = {"drift-floor", "participation-floor", "noise-floor", "full-participation",
+                "scaffold-no-drift", "staleness-model-average", "staleness-delta"}
+    assert required <= set(REGISTRY)
+    for c in REGISTRY.values():
+        assert c.source and c.regime and c.predicted and c.metric and c.tolerance > 0
+
+
+def test_unknown_claim_is_one_line(capsys):
+    assert main(["verify", "--claims", "nope"]) == 2
+    assert "--claims" in capsys.readouterr().err

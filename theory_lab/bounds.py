@@ -1,0 +1,733 @@
+"""Convergence bounds and stationary floors of distributed DPO, as pure functions of exact constants.
+
+Every function takes plain numbers or numpy arrays (broadcast together) and returns a float for
+scalar input, an array otherwise. Derivations, assumptions and sources: `docs/theory.md` (section
+numbers below refer to it). Notation (one replica of the synthetic problem):
+
+    L       smoothness of f (global); L_max = max_i L_i (clients)
+    mu      strong convexity of f at theta* (may be 0)
+    sigma2  per-sample gradient variance at theta*, averaged over clients; batch b gives sigma2/b
+    zeta2   sum_i w_i ||grad f_i(theta*)||^2 (heterogeneity at the optimum)
+    F0      f(theta_0) - f*;  D2 = ||theta_0 - theta*||^2
+    n, S    clients, participants per round; E local steps; tau gossip period; q_max staleness
+    p       1 - rho^2, rho = max(|lambda_2(W)|, |lambda_n(W)|)
+    eta     local step size; eta_g server step size; b batch size; R communication rounds
+
+Two kinds of statement live here, and the docstrings say which:
+
+* **floors** (`*_floor`, `consensus_*`, `spectral_consensus`): exact to leading order in the step
+  size for a quadratic model, derived in theory.md section 3-4. These are *predictions*, with their
+  coefficients; the general forms are order-of-magnitude (or leading-order upper) bounds.
+* **rate bounds** (`*_bound`, `rounds_to_epsilon`): the upper bounds of the cited theorems. Where a
+  theorem is stated with O(.) only, the hidden constant is set to 1 (argument `const`) and flagged
+  "uncertain constant: checked numerically in the claim registry (bound-validity)".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from theory_lab.errors import ConfigError
+
+ArrayLike = float | np.ndarray
+_METRICS = ("subopt", "grad_norm_sq", "dist2")
+_REGIMES = ("strongly_convex", "convex", "nonconvex")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Constants:
+    """Exact constants of one replica (computed by `synthetic/constants.py`).
+
+    `L_max` (largest client smoothness) defaults to `L`; `D2` (= ||theta_0 - theta*||^2) defaults to
+    the strong-convexity bound 2 F0 / mu (inf when mu = 0).
+    """
+
+    L: float
+    mu: float
+    sigma2: float
+    zeta2: float
+    F0: float
+    n: int
+    L_max: float | None = None
+    D2: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("L", "mu", "sigma2", "zeta2", "F0"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"constants.{name}", f"must be a finite number >= 0, got {v!r}")
+        if self.L <= 0:
+            raise ConfigError("constants.L", f"must be > 0, got {self.L!r}")
+        if self.mu > self.L:
+            raise ConfigError("constants.mu", f"must be <= L = {self.L}, got {self.mu!r}")
+        if not (isinstance(self.n, (int, np.integer)) and self.n >= 1):
+            raise ConfigError("constants.n", f"must be an integer >= 1, got {self.n!r}")
+        if self.L_max is not None and not self.L_max >= self.L:
+            raise ConfigError("constants.L_max", f"must be >= L = {self.L}, got {self.L_max!r}")
+        if self.D2 is not None and not self.D2 >= 0:
+            raise ConfigError("constants.D2", f"must be >= 0, got {self.D2!r}")
+
+    @classmethod
+    def from_exact(cls, exact, replica: int = 0, D2: float | None = None) -> "Constants":
+        """From `synthetic.constants.Constants` (tensors over replicas): one replica's numbers,
+        with L_max = max_i L_i."""
+        def num(x, *idx):
+            v = x[idx] if idx else x
+            return float(v.item() if hasattr(v, "item") else v)
+
+        return cls(L=num(exact.L, replica), mu=max(num(exact.mu, replica), 0.0),
+                   sigma2=num(exact.sigma2, replica), zeta2=num(exact.zeta2, replica),
+                   F0=max(num(exact.F0, replica), 0.0), n=int(exact.L_clients.shape[-1]),
+                   L_max=max(num(exact.L_clients[replica].max()), num(exact.L, replica)), D2=D2)
+
+    @property
+    def l_max(self) -> float:
+        return self.L if self.L_max is None else float(self.L_max)
+
+    @property
+    def dist2(self) -> float:
+        if self.D2 is not None:
+            return float(self.D2)
+        return 2.0 * self.F0 / self.mu if self.mu > 0 else math.inf
+
+
+def _ret(x) -> ArrayLike:
+    x = np.asarray(x, dtype=float)
+    return float(x) if x.ndim == 0 else x
+
+
+def _div(num, den) -> np.ndarray:
+    """num / den elementwise, with 0/0 -> 0 and x/0 -> inf (x > 0)."""
+    num, den = np.broadcast_arrays(np.asarray(num, dtype=float), np.asarray(den, dtype=float))
+    safe = np.where(den != 0, den, 1.0)
+    return np.where(den != 0, num / safe, np.where(num == 0, 0.0, np.inf))
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in _METRICS:
+        raise ConfigError("metric", f"must be one of {', '.join(_METRICS)}, got {metric!r}")
+
+
+def _check_regime(regime: str) -> None:
+    if regime not in _REGIMES:
+        raise ConfigError("regime", f"must be one of {', '.join(_REGIMES)}, got {regime!r}")
+
+
+def _rho(p) -> np.ndarray:
+    p = np.asarray(p, dtype=float)
+    if np.any((p < 0) | (p > 1)):
+        raise ConfigError("p", "spectral gap p = 1 - rho^2 must lie in [0, 1]")
+    return np.sqrt(1.0 - p)
+
+
+def _sampling_factor(S, n) -> np.ndarray:
+    """(n - S) / (S (n - 1)): variance factor of the mean of S of n items drawn without replacement."""
+    S, n = np.asarray(S, dtype=float), np.asarray(n, dtype=float)
+    if np.any(S < 1) or np.any(S > n):
+        raise ConfigError("participation", "need 1 <= S <= n")
+    return _div(n - S, S * (n - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# stationary floors of FedDPO / local SGD (theory.md section 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def sgd_noise_floor(gamma, noise_trace, L=None, mu=None, *, metric: str = "subopt") -> ArrayLike:
+    """Stationary error of SGD with step `gamma` and additive gradient noise of trace tr(C).
+
+    Quadratic model f = 1/2 d^T H d, update d <- (I - gamma H) d - gamma xi, Cov(xi) = C. The stationary
+    covariance P solves H P + P H = gamma C + gamma H P H, hence exactly to leading order in gamma:
+        E f - f*   = tr(H P)/2   = gamma tr(C) / 4           (no dependence on H at all)
+        E ||grad||^2 = tr(H^2 P) = gamma tr(H C) / 2 <= gamma L tr(C) / 2
+        E ||d||^2    = tr(P)     = gamma tr(H^-1 C) / 2 <= gamma tr(C) / (2 mu)
+    Relative corrections are O(gamma L). Source: our derivation (theory.md 3.1); the classical
+    statement is the stationary distribution of constant-step SGD (e.g. Mandt, Hoffman, Blei 2017).
+    """
+    _check_metric(metric)
+    g, s = np.asarray(gamma, dtype=float), np.asarray(noise_trace, dtype=float)
+    if metric == "subopt":
+        return _ret(g * s / 4.0)
+    if metric == "grad_norm_sq":
+        if L is None:
+            raise ConfigError("L", "needed for metric 'grad_norm_sq'")
+        return _ret(g * np.asarray(L, dtype=float) * s / 2.0)
+    if mu is None:
+        raise ConfigError("mu", "needed for metric 'dist2'")
+    return _ret(_div(g * s, 2.0 * np.asarray(mu, dtype=float)))
+
+
+def noise_floor(eta, sigma2, b, n, L=None, mu=None, *, eta_g=1.0, metric="subopt") -> ArrayLike:
+    """Noise floor of FedDPO / local SGD / minibatch SGD with zeta = 0 and constant steps.
+
+    E f(theta_bar) - f* = eta * eta_g * sigma2 / (4 n b)   (leading order in eta; independent of E)
+
+    `n` is the number of clients whose gradients are averaged each round (pass S under partial
+    participation). Centralized minibatch SGD with batch n*b has the same floor. Other metrics via
+    `sgd_noise_floor` (grad_norm_sq <= eta eta_g L sigma2/(2 n b), dist2 <= eta eta_g sigma2/(2 mu n b)).
+    Assumptions: noise covariance evaluated at theta* (state dependence is higher order), minibatches
+    drawn with replacement (without replacement from m samples: multiply sigma2 by (m-b)/(m-1)),
+    eta * E * L << 1. Sources: Stich 2019 (linear speed-up), Koloskova et al. 2020 Thm 2 (the
+    sigma^2/n term); the coefficient 1/4 is ours (theory.md 3.1), verified in tests/test_bounds.py.
+    """
+    trace = np.asarray(sigma2, dtype=float) / (np.asarray(n, dtype=float) * np.asarray(b, dtype=float))
+    gamma = np.asarray(eta, dtype=float) * np.asarray(eta_g, dtype=float)
+    return sgd_noise_floor(gamma, trace, L, mu, metric=metric)
+
+
+def participation_floor(eta, S, n, zeta2, L=None, mu=None, *, E=1, eta_g=1.0, metric="subopt"):
+    """Partial-participation floor of FedDPO with exact local gradients (S of n sampled uniformly
+    without replacement, uniform client weights).
+
+    E f(theta_bar) - f* = eta * eta_g * E * zeta2 * (n - S) / (4 S (n - 1))   (leading order in eta)
+
+    The sampled mean of S client pseudo-gradients is unbiased with covariance
+    (n-S)/(S(n-1)) * (1/n) sum_i g_i g_i^T at theta* (finite-population correction); with E local steps
+    a pseudo-gradient is E g_i + O(eta), so the per-round noise is (eta eta_g E)^2 C_p against a
+    contraction eta eta_g E H, which gives the floor above via `sgd_noise_floor`. Zero when S = n.
+    Assumptions: uniform weights w_i = 1/n, eta E L << 1; adds to the drift floor (cross term is
+    higher order). Sources: Li et al. 2020 (ICLR) Thm 3 (the (N-K)/(N-1) sampling factor),
+    Jiang'26 (floor ~ zeta^2/S); the coefficient 1/4 is ours (theory.md 3.2).
+    """
+    trace = np.asarray(E, dtype=float) * np.asarray(zeta2, dtype=float) * _sampling_factor(S, n)
+    gamma = np.asarray(eta, dtype=float) * np.asarray(eta_g, dtype=float)
+    return sgd_noise_floor(gamma, trace, L, mu, metric=metric)
+
+
+def drift_floor(eta, E, zeta2, L, mu=None, *, metric="subopt") -> ArrayLike:
+    """Client-drift floor of FedDPO / local GD with E exact local steps and constant eta.
+
+    Leading-order upper bound (theory.md 3.3), with L = L_max the largest client smoothness:
+        E f(theta_inf) - f* <= eta^2 (E-1)^2 L zeta2 / 8
+        ||grad f(theta_inf)||^2 <= eta^2 (E-1)^2 L^2 zeta2 / 4
+        ||theta_inf - theta*||^2 <= eta^2 (E-1)^2 L zeta2 / (4 mu)
+    The fixed point moves by delta = eta (E-1)/2 H^-1 v + O(eta^2), v = sum_i w_i H_i grad f_i(theta*)
+    (exact leading order: `drift_floor_exact`), and v^T H^-1 v <= sum_i w_i g_i^T H_i g_i <= L zeta2
+    (Cauchy-Schwarz; the first step is attained up to o(1) by two clients with 'crossed' Hessians;
+    the bound is often an order of magnitude above the exact value). Independent of the
+    server step eta_g. Vanishes at E = 1 and whenever all client Hessians at theta* coincide.
+    Sources: Koloskova et al. 2020 Thm 2 (the L eta^2 tau^2 zeta^2 consensus term), Woodworth et al.
+    2020, Jiang'26 (eta^2 E^2 kappa^2); coefficient 1/8 and the (E-1)^2 form are ours.
+    Valid for eta E L << 1 (relative corrections O(eta E L)).
+    """
+    _check_metric(metric)
+    k = (np.asarray(eta, dtype=float) * (np.asarray(E, dtype=float) - 1.0)) ** 2
+    z, Lf = np.asarray(zeta2, dtype=float), np.asarray(L, dtype=float)
+    if metric == "subopt":
+        return _ret(k * Lf * z / 8.0)
+    if metric == "grad_norm_sq":
+        return _ret(k * Lf**2 * z / 4.0)
+    if mu is None:
+        raise ConfigError("mu", "needed for metric 'dist2'")
+    return _ret(_div(k * Lf * z, 4.0 * np.asarray(mu, dtype=float)))
+
+
+def drift_floor_exact(eta, E, hessians, grads, weights=None, *, metric="subopt") -> ArrayLike:
+    """Exact leading-order drift floor from client Hessians H_i = hess f_i(theta*) ([n, d, d]) and
+    gradients g_i = grad f_i(theta*) ([n, d]) (theory.md 3.3):
+
+        v = sum_i w_i H_i g_i,  H = sum_i w_i H_i,  c = eta (E-1)
+        subopt = c^2/8 * v^T H^-1 v;  grad_norm_sq = c^2/4 * ||v||^2;  dist2 = c^2/4 * ||H^-1 v||^2
+
+    Exact to O(eta^3) for any C^3 client losses (quadratics: exact fixed point in
+    `drift_fixed_point_quadratic`). `eta` and `E` may be arrays.
+    """
+    _check_metric(metric)
+    Hs = np.asarray(hessians, dtype=float)
+    G = np.asarray(grads, dtype=float)
+    n = Hs.shape[0]
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
+    v = np.einsum("i,ijk,ik->j", w, Hs, G)
+    Hbar = np.einsum("i,ijk->jk", w, Hs)
+    if metric == "subopt":
+        coef = float(v @ np.linalg.solve(Hbar, v)) / 8.0
+    elif metric == "grad_norm_sq":
+        coef = float(v @ v) / 4.0
+    else:
+        u = np.linalg.solve(Hbar, v)
+        coef = float(u @ u) / 4.0
+    c = np.asarray(eta, dtype=float) * (np.asarray(E, dtype=float) - 1.0)
+    return _ret(c**2 * coef)
+
+
+def drift_fixed_point_quadratic(eta, E, hessians, centers, weights=None) -> np.ndarray:
+    """Exact fixed point of FedAvg with E local GD steps on f_i(x) = 1/2 (x-c_i)^T A_i (x-c_i).
+
+    With M_i = I - eta A_i, one round maps x to sum_i w_i [c_i + M_i^E (x - c_i)] (any server step
+    eta_g > 0 has the same fixed point), so x_inf solves
+        (I - sum_i w_i M_i^E) x = sum_i w_i (I - M_i^E) c_i.
+    Used to check the leading-order formula at finite eta.
+    """
+    A = np.asarray(hessians, dtype=float)
+    C = np.asarray(centers, dtype=float)
+    n, d = C.shape
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
+    Ms = np.stack([np.linalg.matrix_power(np.eye(d) - eta * A[i], int(E)) for i in range(n)])
+    I = np.eye(d)
+    lhs = I - np.einsum("i,ijk->jk", w, Ms)
+    rhs = np.einsum("i,ijk,ik->j", w, I[None] - Ms, C)
+    return np.linalg.solve(lhs, rhs)
+
+
+def mean_delay(q_max, delay: str = "uniform") -> ArrayLike:
+    """Mean staleness q_bar: 'uniform' on {0, ..., q_max} gives q_max/2; 'fixed' gives q_max."""
+    q = np.asarray(q_max, dtype=float)
+    if delay == "uniform":
+        return _ret(q / 2.0)
+    if delay == "fixed":
+        return _ret(q)
+    raise ConfigError("delay", f"must be 'uniform' or 'fixed', got {delay!r}")
+
+
+def staleness_floor(eta, q_max, base_floor, L, *, E=1, eta_g=1.0, rule="delta", delay="uniform"):
+    """Noise-driven stationary suboptimality of FedDPO with delays <= q_max rounds.
+
+    `base_floor` is the floor without delays (noise_floor + participation_floor). Delays alone leave
+    theta* a fixed point with exact full gradients: staleness acts only on the noise (theory.md 3.4).
+
+    rule='delta' (server applies the averaged stale deltas to the current model: asynchronous SGD):
+        floor(q) = base_floor * (1 + eta eta_g E L q_bar)      (linear in q_bar, first order)
+      exact first-order increment is gamma^2 q tr(H C)/4 per step (tr(H C) <= L tr(C));
+      stable only if eta eta_g E L < 2 sin(pi / (2 (2 q + 1))) for a fixed delay q
+      (`delayed_step_limit`).
+    rule='model' (server averages the returned stale models: the Jiang'26 code):
+        floor(q) = base_floor / (1 + q_bar)                    (decreasing, not increasing)
+      for a fixed, aperiodic delay pattern (mixing fresh and stale clients); equal delays for all
+      clients give base_floor exactly (the chains decouple). Random per-client delays add an
+      O(q/n)-relative term. Uncertain constant: checked numerically in tests/test_bounds.py and the
+      claim registry (staleness).
+    Source: Jiang'26 (gap ~ linear in q_max, for its own analysis); both formulas are ours.
+    """
+    qbar = np.asarray(mean_delay(q_max, delay), dtype=float)
+    base = np.asarray(base_floor, dtype=float)
+    if rule == "delta":
+        gamma = np.asarray(eta, dtype=float) * np.asarray(eta_g, dtype=float) * np.asarray(E, dtype=float)
+        return _ret(base * (1.0 + gamma * np.asarray(L, dtype=float) * qbar))
+    if rule == "model":
+        return _ret(base / (1.0 + qbar))
+    raise ConfigError("rule", f"must be 'delta' or 'model', got {rule!r}")
+
+
+def delayed_step_limit(L, q) -> ArrayLike:
+    """Largest stable step of gradient descent with a fixed gradient delay q on curvature L:
+    gamma < 2 sin(pi / (2 (2q + 1))) / L (= 2/L at q = 0, ~ pi / ((2q + 1) L) for large q)."""
+    q = np.asarray(q, dtype=float)
+    return _ret(2.0 * np.sin(np.pi / (2.0 * (2.0 * q + 1.0))) / np.asarray(L, dtype=float))
+
+
+def feddpo_floor(eta, c: Constants, *, E=1, S=None, b=1, eta_g=1.0, q_max=0, rule="delta",
+                 delay="uniform") -> ArrayLike:
+    """Predicted stationary E f(theta_bar) - f* of FedDPO with constant steps: the drift floor (as the
+    L_max bound) plus the noise and participation floors, stretched by staleness. Leading order."""
+    S = c.n if S is None else S
+    base = noise_floor(eta, c.sigma2, b, S, eta_g=eta_g) + participation_floor(
+        eta, S, c.n, c.zeta2, E=E, eta_g=eta_g)
+    stale = staleness_floor(eta, q_max, base, c.L, E=E, eta_g=eta_g, rule=rule, delay=delay)
+    return _ret(drift_floor(eta, E, c.zeta2, c.l_max) + np.asarray(stale))
+
+
+# ---------------------------------------------------------------------------------------------
+# DecDPO / D-PSGD consensus (theory.md section 4)
+# ---------------------------------------------------------------------------------------------
+
+
+def consensus_heterogeneity(eta, zeta2, p, tau=1) -> ArrayLike:
+    """Stationary consensus error (1/n) sum_i ||theta_i - theta_bar||^2 (after gossip) of DecDPO,
+    adapt-then-combine, exact gradients, gossip every tau local steps:
+
+        <= eta^2 tau^2 zeta2 rho^2 / (1 - rho)^2,  rho = sqrt(1 - p)     (~ 4 eta^2 tau^2 zeta2 / p^2)
+
+    This is the supremum over heterogeneity patterns of the exact leading-order formula
+    (`spectral_consensus`), attained when grad f_i(theta*) lies in the lambda_2 eigenspace; it is exact
+    for the lazy complete family W = (1-a) I + a J / n. zeta2 with uniform weights at the optimum of
+    the uniform average. Sources: Koloskova et al. 2020 Thm 2 (tau^2 zeta^2 / p^2 term), Lian et al.
+    2017; coefficient ours (theory.md 4.2). Valid for eta tau L << 1 - rho.
+    """
+    rho = _rho(p)
+    e, t = np.asarray(eta, dtype=float), np.asarray(tau, dtype=float)
+    return _ret(_div(e**2 * t**2 * np.asarray(zeta2, dtype=float) * rho**2, (1.0 - rho) ** 2))
+
+
+def consensus_noise(eta, sigma2, b, p, tau=1, n=None) -> ArrayLike:
+    """Stationary consensus error (after gossip) of DecDPO with zeta = 0 and gradient noise of trace
+    sigma2/b per client:
+
+        <= ((n-1)/n) eta^2 tau sigma2 rho^2 / (b p),   rho^2 = 1 - p
+
+    Exact leading-order value is (eta^2 tau sigma2 / (n b)) sum_{k>=2} lambda_k^2 / (1 - lambda_k^2)
+    (`spectral_consensus` with noise_traces); equality for the lazy complete family. The factor
+    (n-1)/n is dropped when n is None. Sources: Jiang'26 Thm 6.1 (eta^2/(1-rho^2)), Koloskova et al.
+    2020 (tau sigma^2 / p term); coefficient ours (theory.md 4.3).
+    """
+    rho2 = 1.0 - np.asarray(p, dtype=float)
+    _rho(p)
+    e, t, s2 = (np.asarray(x, dtype=float) for x in (eta, tau, sigma2))
+    val = _div(e**2 * t * s2 * rho2, np.asarray(b, dtype=float) * np.asarray(p, dtype=float))
+    if n is not None:
+        nn = np.asarray(n, dtype=float)
+        val = val * (nn - 1.0) / nn
+    return _ret(val)
+
+
+def spectral_consensus(eta, W, client_grads_at_opt, *, tau=1, noise_traces=None, when="post"):
+    """Exact leading-order stationary consensus error of DecDPO (adapt-then-combine,
+    X <- W (X - eta grad F(X)), gossip after every tau local steps) for a symmetric doubly stochastic W
+    with eigenpairs (lambda_k, v_k), k >= 2 the non-consensus ones (theory.md 4.1):
+
+        post-gossip: (eta^2 / n) sum_k lambda_k^2 [ tau^2 ||v_k^T G||^2 / (1 - lambda_k)^2
+                                                    + tau s_k / (1 - lambda_k^2) ]
+        pre-gossip : the same without the factor lambda_k^2
+
+    G: [n, d] client gradients at the optimum (centred: only heterogeneity matters); noise_traces:
+    per-client trace of the minibatch-gradient covariance (sigma_i^2 / b), scalar or [n];
+    s_k = sum_i v_ki^2 s_i. Neglected: the Hessian coupling (relative O(eta tau L / (1 - lambda_2)),
+    i.e. O(eta^3) in absolute terms). Returns inf if W is disconnected with heterogeneity, or if
+    lambda = -1 with noise. `eta` may be an array.
+    """
+    if when not in ("post", "pre"):
+        raise ConfigError("when", f"must be 'post' or 'pre', got {when!r}")
+    W = np.asarray(W, dtype=float)
+    n = W.shape[0]
+    if W.shape != (n, n) or not np.allclose(W, W.T, atol=1e-12):
+        raise ConfigError("W", "must be a symmetric square matrix")
+    if not np.allclose(W.sum(axis=1), 1.0, atol=1e-10):
+        raise ConfigError("W", "rows must sum to 1 (doubly stochastic)")
+    G = np.asarray(client_grads_at_opt, dtype=float).reshape(n, -1)
+    G = G - G.mean(axis=0, keepdims=True)
+    lam, V = np.linalg.eigh(W)
+    ones = np.full(n, 1.0 / math.sqrt(n))
+    P = V.T @ G                                    # rows: v_k^T G
+    het = np.sum(P**2, axis=1)
+    if noise_traces is None:
+        s = np.zeros(n)
+    else:
+        s = np.broadcast_to(np.asarray(noise_traces, dtype=float), (n,))
+    sk = (V**2).T @ s
+    scale = max(float(np.sum(G**2)), 1e-300)
+    total = 0.0
+    t = float(tau)
+    consensus_found = False
+    for k in range(n):
+        if abs(1.0 - lam[k]) < 1e-10:
+            if not consensus_found and abs(abs(V[:, k] @ ones) - 1.0) < 1e-8:
+                consensus_found = True              # the consensus direction itself
+                continue
+            if het[k] > 1e-20 * scale or sk[k] > 0:
+                return _ret(np.full(np.shape(eta), np.inf))
+            continue
+        term = t**2 * het[k] / (1.0 - lam[k]) ** 2
+        if sk[k] > 0:
+            denom = 1.0 - lam[k] ** 2
+            term += t * sk[k] / denom if denom > 1e-14 else np.inf
+        total += term * (lam[k] ** 2 if when == "post" else 1.0)
+    return _ret(np.asarray(eta, dtype=float) ** 2 * total / n)
+
+
+def jiang_consensus_scaling(eta, p, G2=1.0) -> ArrayLike:
+    """Jiang'26 Thm 6.1 scaling of DecDPO's consensus error: eta^2 G2 / (1 - rho^2).
+
+    Uncertain constant: the theorem's constant and its gradient bound G2 are not available to us;
+    we implement the scaling with G2 = sigma2/b (+ tau zeta2/p for heterogeneous data) as the natural
+    instantiation, checked numerically in the claim registry (consensus-noise).
+    """
+    e, g2 = np.asarray(eta, dtype=float), np.asarray(G2, dtype=float)
+    return _ret(_div(e**2 * g2, np.asarray(p, dtype=float)))
+
+
+# ---------------------------------------------------------------------------------------------
+# smoothness of the log-linear DPO landscape (theory.md section 2)
+# ---------------------------------------------------------------------------------------------
+
+
+def bandit_smoothness(beta, Z_second_moment_max_eig, l2=0.0) -> ArrayLike:
+    """Horizon 1: L = beta^2/4 * lambda_max(E z z^T) + l2, exact (attained at theta = theta_ref, h = 0).
+    Hessian beta^2 E[sigma(h) sigma(-h) z z^T] + l2 I with sigma(h) sigma(-h) <= 1/4."""
+    b = np.asarray(beta, dtype=float)
+    return _ret(b**2 / 4.0 * np.asarray(Z_second_moment_max_eig, dtype=float) + np.asarray(l2, dtype=float))
+
+
+def trajectory_smoothness_bound(beta, B, H, l2=0.0) -> ArrayLike:
+    """Horizon H: L <= 4 beta^2 H^2 B^2 + 2 beta H B^2 + l2 (theory.md 2.2).
+
+    From hess l = s(h)s(-h) grad h grad h^T - s(-h) hess h with ||grad h|| <= 4 beta H B (2H steps, each
+    ||phi - mu_theta|| <= 2B), s(h)s(-h) <= 1/4, ||hess h|| <= beta sum_s |visits_s| lambda_max(Cov)
+    <= 2 beta H B^2. At H = 1 it is 4x looser in the first term than `bandit_smoothness`
+    (it ignores that the two responses share their state).
+    """
+    b, Bf, h = (np.asarray(x, dtype=float) for x in (beta, B, H))
+    return _ret(4.0 * b**2 * h**2 * Bf**2 + 2.0 * b * h * Bf**2 + np.asarray(l2, dtype=float))
+
+
+def trajectory_gradient_bound(beta, B, H) -> ArrayLike:
+    """Per-pair gradient norm bound ||grad l_j|| <= ||grad h_j|| <= 4 beta H B (Lipschitz constant of
+    the loss, and sqrt of a bound on sigma2). Horizon 1 with a shared context: 2 beta B."""
+    return _ret(4.0 * np.asarray(beta, dtype=float) * np.asarray(H, dtype=float) * np.asarray(B, dtype=float))
+
+
+# ---------------------------------------------------------------------------------------------
+# rate upper bounds (theory.md section 5); R = communication rounds
+# ---------------------------------------------------------------------------------------------
+
+
+def _pow(x, a):
+    return np.power(np.maximum(x, 0.0), a)
+
+
+def koloskova_bound(T, c: Constants, *, tau=1, p=1.0, b=1, eta=None, regime="strongly_convex",
+                    n_eff=None, extra_variance=0.0, const=1.0) -> ArrayLike:
+    """Koloskova, Loizou, Boreiri, Jaggi, Stich 2020 (ICML), Theorem 2, after T local iterations.
+
+    Covers local SGD / FedAvg (p = 1, tau = E) and D-PSGD with gossip every tau steps (p = 1 - rho^2).
+    With s = sigma2/b, sn = s / n_eff + extra_variance, X = tau (tau zeta2 + p s):
+      tuned step (eta=None):
+        strongly convex: L D2 exp(-mu p T / (L tau)) + sn / (mu T) + const L X / (mu^2 p^2 T^2)
+        convex:          sqrt(sn D2 / T) + (const sqrt(L X) D2 / (p T))^(2/3) + L tau D2 / (p T)
+        nonconvex:       sqrt(L F0 sn / T) + (const L F0 sqrt(X) / (p T))^(2/3) + L tau F0 / (p T)
+            (mean ||grad f(theta_bar_t)||^2; zeta2 at theta* stands in for the paper's uniform zeta-hat)
+      constant step eta <= p / (c L tau):
+        (strongly) convex: mu D2 / (2((1 - mu eta/2)^-T - 1)) + eta sn + const L eta^2 X / p^2
+                          (-> D2/(eta T) as mu -> 0; weighted average of E f(theta_bar_t) - f*)
+        nonconvex:         2 F0 / (eta T) + eta L sn + const L^2 eta^2 X / p^2
+    Uncertain constant: the theorem is stated in O~(.); all hidden constants are 1 here except the
+    standard SGD terms; checked numerically in the claim registry (bound-validity).
+    """
+    _check_regime(regime)
+    T = np.asarray(T, dtype=float)
+    tau, p = np.asarray(tau, dtype=float), np.asarray(p, dtype=float)
+    s = c.sigma2 / np.asarray(b, dtype=float)
+    n_avg = c.n if n_eff is None else np.asarray(n_eff, dtype=float)
+    sn = s / n_avg + np.asarray(extra_variance, dtype=float)
+    X = tau * (tau * c.zeta2 + p * s)
+    L, mu, D2, F0 = c.L, c.mu, c.dist2, c.F0
+    if regime == "strongly_convex" and mu <= 0:
+        raise ConfigError("constants.mu", "strongly convex bound needs mu > 0")
+    if eta is None:
+        if regime == "strongly_convex":
+            out = (L * D2 * np.exp(-mu * p * T / (L * tau)) + sn / (mu * T)
+                   + const * L * X / (mu**2 * p**2 * T**2))
+        elif regime == "convex":
+            out = (np.sqrt(sn * D2 / T) + _pow(const * np.sqrt(L * X) * D2 / (p * T), 2 / 3)
+                   + L * tau * D2 / (p * T))
+        else:
+            out = (np.sqrt(L * F0 * sn / T) + _pow(const * L * F0 * np.sqrt(X) / (p * T), 2 / 3)
+                   + L * tau * F0 / (p * T))
+        return _ret(out)
+    e = np.asarray(eta, dtype=float)
+    if regime == "nonconvex":
+        return _ret(2.0 * F0 / (e * T) + e * L * sn + const * L**2 * e**2 * X / p**2)
+    if regime == "strongly_convex":
+        a = mu * e / 2.0
+        with np.errstate(over="ignore"):
+            grow = np.expm1(-T * np.log1p(-a))
+        trans = mu * D2 / (2.0 * grow)
+    else:
+        trans = D2 / (e * T)
+    return _ret(trans + e * sn + const * L * e**2 * X / p**2)
+
+
+def feddpo_bound(R, c: Constants, *, E=1, S=None, b=1, eta=None, regime="strongly_convex", const=1.0):
+    """FedDPO (FedAvg, server step 1) after R rounds: Koloskova et al. 2020 Thm 2 with tau = E, p = 1,
+    the noise term over the S participants, and the partial-participation variance
+    E zeta2 (n-S)/(S(n-1)) added to it, as in Karimireddy et al. 2020 Thm I
+    (M^2 = sigma^2 + K (1 - S/N) G^2). Uncertain constant: see `koloskova_bound`."""
+    S = c.n if S is None else S
+    extra = np.asarray(E, dtype=float) * c.zeta2 * _sampling_factor(S, c.n)
+    return koloskova_bound(np.asarray(R, dtype=float) * np.asarray(E, dtype=float), c, tau=E, p=1.0, b=b,
+                           eta=eta, regime=regime, n_eff=S, extra_variance=extra, const=const)
+
+
+def decdpo_bound(R, c: Constants, *, p, tau=1, b=1, eta=None, regime="strongly_convex", const=1.0):
+    """DecDPO / D-PSGD after R gossip rounds (tau local steps each): Koloskova et al. 2020 Thm 2.
+    Time to epsilon grows like 1/p when the heterogeneity term dominates. See `koloskova_bound`."""
+    return koloskova_bound(np.asarray(R, dtype=float) * np.asarray(tau, dtype=float), c, tau=tau, p=p, b=b,
+                           eta=eta, regime=regime, const=const)
+
+
+def fedavg_li_bound(R, c: Constants, *, E=1, S=None, b=1, G2=None, Gamma=None) -> ArrayLike:
+    """Li, Huang, Yang, Wang, Zhang 2020 (ICLR), Thms 1 and 3: FedAvg with decaying steps
+    eta_t = 2 / (mu (gamma + t)), gamma = max(8 kappa, E), kappa = L/mu, after T = R E iterations:
+
+        E f(theta_T) - f* <= kappa / (gamma + T - 1) * (2 (B + C) / mu + mu gamma D2 / 2)
+        B = sigma2 / (n b) + 6 L Gamma + 8 (E-1)^2 G2,  C = 4 E^2 G2 (n-S) / (S (n-1))
+
+    (uniform weights; C for sampling without replacement, C = 0 for S = n.) Assumptions of the paper
+    not available exactly here: G2 >= E||grad F_i(theta, xi)||^2 along the run, Gamma = f* - sum w_i f_i*.
+    Defaults (uncertain, lower proxies): G2 = zeta2 + sigma2/b (its value at theta*), Gamma = zeta2/(2 mu).
+    """
+    if c.mu <= 0:
+        raise ConfigError("constants.mu", "Li et al. 2020 needs mu > 0")
+    S = c.n if S is None else S
+    G2 = c.zeta2 + c.sigma2 / b if G2 is None else G2
+    Gamma = c.zeta2 / (2.0 * c.mu) if Gamma is None else Gamma
+    E_ = np.asarray(E, dtype=float)
+    kappa = c.L / c.mu
+    gamma = np.maximum(8.0 * kappa, E_)
+    T = np.asarray(R, dtype=float) * E_
+    Bt = c.sigma2 / (c.n * b) + 6.0 * c.L * Gamma + 8.0 * (E_ - 1.0) ** 2 * G2
+    Ct = 4.0 * E_**2 * G2 * _sampling_factor(S, c.n)
+    return _ret(kappa / (gamma + T - 1.0) * (2.0 * (Bt + Ct) / c.mu + c.mu * gamma * c.dist2 / 2.0))
+
+
+def scaffold_bound(R, c: Constants, *, E=1, S=None, b=1, regime="strongly_convex", const=1.0):
+    """SCAFFOLD, Karimireddy et al. 2020 (ICML), Theorem III (global step sqrt(S)):
+        strongly convex: s / (mu R E S) + mu D2 exp(-min(S / (30 n), mu / (162 L)) R)
+        nonconvex:       sqrt(L F0 s / (R E S)) + (n/S)^(2/3) L F0 / R
+        convex:          sqrt(s D2 / (R E S)) + sqrt(n/S) L D2 / R
+    with s = sigma2/b. No zeta2 term: control variates remove client drift (claim scaffold-no-drift).
+    Uncertain constant: O~(.) constants set to `const` = 1 (the 30 and 162 are as we read Thm III).
+    """
+    _check_regime(regime)
+    S = c.n if S is None else S
+    R, E_, S_ = (np.asarray(x, dtype=float) for x in (R, E, S))
+    s = c.sigma2 / b
+    if regime == "strongly_convex":
+        rate = np.minimum(S_ / (30.0 * c.n), c.mu / (162.0 * c.L))
+        return _ret(const * s / (c.mu * R * E_ * S_) + c.mu * c.dist2 * np.exp(-rate * R))
+    if regime == "nonconvex":
+        return _ret(np.sqrt(c.L * c.F0 * s / (R * E_ * S_)) + const * (c.n / S_) ** (2 / 3) * c.L * c.F0 / R)
+    return _ret(np.sqrt(s * c.dist2 / (R * E_ * S_)) + const * np.sqrt(c.n / S_) * c.L * c.dist2 / R)
+
+
+def gradient_tracking_bound(R, c: Constants, *, p, c_w=1.0, b=1, regime="strongly_convex", const=1.0):
+    """Gradient tracking, Koloskova, Lin, Stich 2021 (NeurIPS), main theorem, after R iterations
+    (one gossip each); c_w >= p depends on the most negative eigenvalue of W (~1 for lazy W):
+        strongly convex: L D2 exp(-mu p c_w R / L) + s/(n mu R) + const L s / (mu^2 c_w^2 p R^2)
+        nonconvex:       sqrt(L F0 s / (n R)) + (const L F0 sqrt(s) / (c_w sqrt(p) R))^(2/3)
+                         + L F0 / (p c_w R)
+        convex:          sqrt(s D2 / (n R)) + (const sqrt(L s) D2 / (c_w sqrt(p) R))^(2/3) + L D2 / (p c_w R)
+    with s = sigma2/b. No zeta2 term (claim gt-no-heterogeneity). Uncertain constant: O~(.) constants
+    set to 1 and the definition of c_w as we read it; checked numerically in the claim registry.
+    """
+    _check_regime(regime)
+    R, p = np.asarray(R, dtype=float), np.asarray(p, dtype=float)
+    s = c.sigma2 / b
+    if regime == "strongly_convex":
+        return _ret(c.L * c.dist2 * np.exp(-c.mu * p * c_w * R / c.L) + s / (c.n * c.mu * R)
+                    + const * c.L * s / (c.mu**2 * c_w**2 * p * R**2))
+    A = c.F0 if regime == "nonconvex" else c.dist2
+    lead = np.sqrt(c.L * A * s / (c.n * R)) if regime == "nonconvex" else np.sqrt(s * A / (c.n * R))
+    mid = (c.L * A * np.sqrt(s) if regime == "nonconvex" else np.sqrt(c.L * s) * A) / (c_w * np.sqrt(p) * R)
+    return _ret(lead + _pow(const * mid, 2 / 3) + c.L * A / (p * c_w * R))
+
+
+def minibatch_sgd_bound(R, c: Constants, *, E=1, b=1, regime="strongly_convex") -> ArrayLike:
+    """Minibatch SGD with the same compute (batch n E b per round), the baseline of Woodworth, Patel,
+    Srebro 2020 (NeurIPS) section 3 (standard SGD bounds, up to constants):
+        strongly convex: L D2 exp(-mu R / L) + s / (mu n E R);  convex: L D2 / R + sqrt(s D2 / (n E R));
+        nonconvex: L F0 / R + sqrt(L F0 s / (n E R)),  s = sigma2 / b."""
+    _check_regime(regime)
+    R, E_ = np.asarray(R, dtype=float), np.asarray(E, dtype=float)
+    s = c.sigma2 / b
+    if regime == "strongly_convex":
+        return _ret(c.L * c.dist2 * np.exp(-c.mu * R / c.L) + s / (c.mu * c.n * E_ * R))
+    if regime == "convex":
+        return _ret(c.L * c.dist2 / R + np.sqrt(s * c.dist2 / (c.n * E_ * R)))
+    return _ret(c.L * c.F0 / R + np.sqrt(c.L * c.F0 * s / (c.n * E_ * R)))
+
+
+def local_sgd_woodworth_bound(R, c: Constants, *, E=1, b=1, regime="strongly_convex") -> ArrayLike:
+    """Local SGD on heterogeneous data, Woodworth, Patel, Srebro 2020 (NeurIPS) Theorem 3, up to
+    constants and log factors (s = sigma2/b, D2 = ||theta0 - theta*||^2):
+        convex: L D2/(E R) + sqrt(s D2/(n E R)) + (L s D2^2)^(1/3)/(E^(1/3) R^(2/3))
+                + (L zeta2 D2^2)^(1/3)/R^(2/3)
+        strongly convex: L D2 exp(-mu E R / L) + s/(mu n E R) + L s/(mu^2 E R^2) + L zeta2/(mu^2 R^2)
+    Uncertain constant: all set to 1."""
+    if regime == "nonconvex":
+        raise ConfigError("regime", "Woodworth et al. 2020 is stated for convex objectives")
+    _check_regime(regime)
+    R, E_ = np.asarray(R, dtype=float), np.asarray(E, dtype=float)
+    s, L, D2, z = c.sigma2 / b, c.L, c.dist2, c.zeta2
+    if regime == "strongly_convex":
+        mu = c.mu
+        return _ret(L * D2 * np.exp(-mu * E_ * R / L) + s / (mu * c.n * E_ * R) + L * s / (mu**2 * E_ * R**2)
+                    + L * z / (mu**2 * R**2))
+    return _ret(L * D2 / (E_ * R) + np.sqrt(s * D2 / (c.n * E_ * R))
+                + _pow(L * s * D2**2, 1 / 3) / (E_ ** (1 / 3) * R ** (2 / 3))
+                + _pow(L * z * D2**2, 1 / 3) / R ** (2 / 3))
+
+
+def local_vs_minibatch_crossover(zeta2, sigma2, L, T, E, n, *, mu=0.0, D2=1.0, b=1) -> dict:
+    """Woodworth et al. 2020: compare the local-SGD and minibatch-SGD upper bounds after T rounds.
+
+    Returns {'local': bound, 'minibatch': bound, 'better': 'local'|'minibatch', 'zeta2_crossover': z_c}
+    where local SGD is predicted better iff zeta2 < z_c. Convex (mu = 0):
+        z_c = R^2 (L D2 (1 - 1/E)/R - (L s D2^2)^(1/3) / (E^(1/3) R^(2/3)))_+^3 / (L D2^2)
+    i.e. local wins only when zeta2 <~ L^2 D2 / R (heterogeneity small against the smoothness/rounds
+    scale). Strongly convex: z_c = (mu^2 R^2 / L)(L D2 (e^{-mu R/L} - e^{-mu E R/L}) - L s/(mu^2 E R^2))_+.
+    Order-of-magnitude only: the constants of both bounds are unknown (set to 1).
+    """
+    c = Constants(L=float(L), mu=float(mu), sigma2=float(sigma2), zeta2=0.0, F0=0.0, n=int(n), D2=float(D2))
+    regime = "strongly_convex" if mu > 0 else "convex"
+    z = np.asarray(zeta2, dtype=float)
+    R, E_ = float(T), float(E)
+    s = sigma2 / b
+    local0 = local_sgd_woodworth_bound(R, c, E=E_, b=b, regime=regime)
+    mb = minibatch_sgd_bound(R, c, E=E_, b=b, regime=regime)
+    if regime == "convex":
+        local = local0 + _pow(L * z * D2**2, 1 / 3) / R ** (2 / 3)
+        gap = max(mb - local0, 0.0)
+        zc = R**2 * gap**3 / (L * D2**2)
+    else:
+        local = local0 + L * z / (mu**2 * R**2)
+        zc = max(mb - local0, 0.0) * mu**2 * R**2 / L
+    better = np.where(np.asarray(local) < mb, "local", "minibatch")
+    return {"local": _ret(local), "minibatch": float(mb),
+            "better": better.item() if better.ndim == 0 else better, "zeta2_crossover": float(zc)}
+
+
+# ---------------------------------------------------------------------------------------------
+# rounds to epsilon (inverts the bounds above numerically; feeds `theory-lab predict`)
+# ---------------------------------------------------------------------------------------------
+
+_BOUNDS: dict[str, Callable] = {
+    "centralized": minibatch_sgd_bound,
+    "minibatch": minibatch_sgd_bound,
+    "feddpo": feddpo_bound,
+    "fedavg_li": fedavg_li_bound,
+    "local_sgd_woodworth": local_sgd_woodworth_bound,
+    "decdpo": decdpo_bound,
+    "scaffold": scaffold_bound,
+    "gradient_tracking": gradient_tracking_bound,
+}
+
+
+def rounds_to_epsilon(algorithm: str, eps, c: Constants, *, r_max: float = 1e15, **kwargs) -> ArrayLike:
+    """Smallest number of communication rounds R with bound(R) <= eps, for the bound of `algorithm`
+    (one of: centralized, minibatch, feddpo, fedavg_li, local_sgd_woodworth, decdpo, scaffold,
+    gradient_tracking); kwargs go to that bound (E, S, b, p, tau, eta, regime, const, ...).
+    inf when the bound stays above eps (e.g. eps below the floor of a constant step). Each round has
+    E (FedDPO, SCAFFOLD) or tau (DecDPO) local steps; for gradient tracking a round is one step.
+    """
+    if algorithm not in _BOUNDS:
+        raise ConfigError("algorithm", f"must be one of {', '.join(_BOUNDS)}, got {algorithm!r}")
+    fn = _BOUNDS[algorithm]
+    eps = np.asarray(eps, dtype=float)
+    if np.any(eps <= 0):
+        raise ConfigError("eps", "must be > 0")
+
+    def f(r):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            return np.broadcast_to(np.asarray(fn(r, c, **kwargs), dtype=float), eps.shape)
+
+    lo = np.zeros(eps.shape)                        # log R
+    hi = np.full(eps.shape, math.log(r_max))
+    reachable = f(np.exp(hi)) <= eps
+    done = f(np.ones(eps.shape)) <= eps
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        ok = f(np.exp(mid)) <= eps
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid)
+    r = np.maximum(np.ceil(np.exp(hi) * (1.0 - 1e-12)), 1.0)
+    r = np.where(reachable & (f(r) > eps), r + 1.0, r)  # integer rounding at the boundary
+    r = np.where(done, 1.0, r)
+    return _ret(np.where(reachable, r, np.inf))

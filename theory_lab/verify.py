@@ -1,0 +1,105 @@
+"""`theory-lab verify`: run claims of the registry and write report.md / report.json plus one
+diagnostic figure per claim."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from theory_lab.claims import REGISTRY, Context
+from theory_lab.claims.base import ci_text
+from theory_lab.errors import ConfigError
+from theory_lab.results import atomic_write_text, provenance
+
+
+def select(ids: str | None) -> list[str]:
+    if not ids:
+        return list(REGISTRY)
+    chosen = [c.strip() for c in ids.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in REGISTRY]
+    if unknown:
+        raise ConfigError("--claims", f"unknown claim {unknown[0]!r}; known: {', '.join(REGISTRY)}")
+    return chosen
+
+
+def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=print) -> list[dict]:
+    ctx = Context(quick=quick, seeds=seeds, figure_dir=(Path(out) / "figures") if out else None)
+    rows = []
+    for cid in ids:
+        c = REGISTRY[cid]
+        start = time.perf_counter()
+        o = c.check(ctx)
+        command = f"theory-lab verify --claims {cid} --seeds {seeds}" + (" --quick" if quick else "")
+        rows.append({
+            "claim": cid, "statement": c.statement, "source": c.source, "metric": c.metric,
+            "regime": c.regime, "predicted": c.predicted, "tolerance": c.tolerance,
+            "fitted": ci_text(o.fitted, o.ci), "value": o.fitted, "ci_low": o.ci[0], "ci_high": o.ci[1],
+            "verdict": o.verdict.status, "reason": o.verdict.reason, "should_hold": c.should_hold,
+            "tightness": o.tightness, "details": _plain(o.details), "figure": o.figure,
+            "command": command, "seconds": round(time.perf_counter() - start, 2),
+        })
+        if progress:
+            progress(f"{cid:<28} {rows[-1]['verdict']:<13} {rows[-1]['fitted']:<32} {rows[-1]['seconds']:6.1f}s")
+    if out:
+        meta = {"quick": quick, "seeds": seeds, **provenance()}
+        atomic_write_text(Path(out) / "report.json", json.dumps({"meta": meta, "claims": rows}, indent=2) + "\n")
+        atomic_write_text(Path(out) / "report.md", markdown(rows, meta))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| claim | predicted | fitted [95% CI] | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['claim']} | {r['predicted']} | {r['fitted']} | **{r['verdict']}** |")
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    counts = {s: sum(r["verdict"] == s for r in rows) for s in ("confirmed", "refuted", "inconclusive")}
+    parts = [
+        "# Verification report", "",
+        f"{len(rows)} claims ({'quick' if meta['quick'] else 'full'} suite, {meta['seeds']} seeds): "
+        + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+        f"torch {meta['torch']}, git {meta.get('git_revision') or 'unknown'}.", "", table(rows), "",
+    ]
+    for r in rows:
+        parts += [f"## {r['claim']}", "", r["statement"] + ".", "",
+                  f"- source: {r['source']}", f"- metric: {r['metric']}", f"- regime: {r['regime']}",
+                  f"- predicted: {r['predicted']} (tolerance {r['tolerance']:g})",
+                  f"- fitted: {r['fitted']}", f"- verdict: **{r['verdict']}**: {r['reason']}"]
+        if r["tightness"] is not None:
+            parts.append(f"- tightness (bound / empirical): {r['tightness']:.3g}")
+        for key, value in r["details"].items():
+            parts.append(f"- {key}: {_detail_text(value)}")
+        parts.append(f"- reproduce: `{r['command']}`")
+        if r["figure"]:
+            parts.append(f"\n![{r['claim']}](figures/{Path(r['figure']).name})")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _detail_text(value) -> str:
+    if isinstance(value, dict) and "slope" in value:
+        return f"slope {ci_text(value['slope'], (value['ci_low'], value['ci_high']))}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _plain(value):
+    """Details as JSON-friendly values (fit results become dicts)."""
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
