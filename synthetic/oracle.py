@@ -51,9 +51,11 @@ class LogLinearDPO:
             return (p.dphi[self._s, c], _take(p.visits, self._s, c),
                     p.pair_weight[self._s, c])
         idx = batch[self._s, c]                                          # [S, K, b]
-        s3, c3 = self._s[..., None], c[..., None]
+        # one index_select on the flattened pairs: ~2x faster than 3-D advanced indexing
+        S, N, n = p.dphi.shape[:3]
+        flat = ((self._s[..., None] * N + c[..., None]) * n + idx).reshape(-1)
         weight = torch.full(idx.shape, 1.0 / idx.shape[-1], dtype=DTYPE)
-        return p.dphi[s3, c3, idx], _take(p.visits, s3, c3, idx), weight
+        return (_pick(p.dphi, flat, idx.shape), _pick(p.visits, flat, idx.shape), weight)
 
     def _margins(self, X, dphi, visits, pol):
         """h [S, K, n] = β[(θ − θ_ref)ᵀdphi − Σ_s visits_s (A_θ(s) − A_ref(s))]."""
@@ -125,6 +127,11 @@ class LogLinearDPO:
     def heldout_margins(self, theta):
         """h on the held-out pairs [S, N, n_eval]."""
         return self._prep(self._bcast(theta), None, None, held_out=True)[-1]
+
+
+def _pick(t, flat, shape):
+    """Rows `flat` of t viewed as [S*N*n, last] -> shape + [last] (None passes through)."""
+    return None if t is None else t.reshape(-1, t.shape[-1]).index_select(0, flat).reshape(*shape, t.shape[-1])
 
 
 def _take(t, *index):

@@ -37,6 +37,7 @@ def _cmd_topology(args) -> None:
 
 def _cmd_run(args) -> None:
     from theory_lab.config import load_config, read_toml
+    from theory_lab.errors import ConfigError
     from theory_lab.results import write_results
     from theory_lab.runner import run
     from theory_lab.sweep import run_sweep
@@ -45,7 +46,10 @@ def _cmd_run(args) -> None:
     if args.command == "sweep":
         result = run_sweep(read_toml(args.config), args.set, progress=progress)
     else:
-        result = run(load_config(args.config, args.set), progress=progress)
+        cfg = load_config(args.config, args.set)
+        if cfg.track != args.command:
+            raise ConfigError("track", f"the config is for the {cfg.track!r} track; run `theory-lab {cfg.track}`")
+        result = run(cfg, progress=progress)
     result.manifest["command"] = " ".join(["theory-lab", *sys.argv[1:]])
     out = write_results(args.out, result.table, result.manifest)
     _summary(result.table)
@@ -92,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     topo.set_defaults(func=_cmd_topology)
 
     for name, text in (("synthetic", "one run on the synthetic log-linear problem"),
-                       ("sweep", "a grid of runs ([sweep.grid] in the config)")):
+                       ("llm", "one run of the LLM track (transformers + peft, LoRA)"),
+                       ("sweep", "a grid of runs ([sweep.grid] / [[sweep.variants]] in the config)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True, help="TOML config file")
         p.add_argument("--out", required=True, help="output directory")

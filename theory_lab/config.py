@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm.config import LLMConfig
 from synthetic.problem import ProblemConfig
 from theory_lab.errors import ConfigError
 from theory_lab.topology import TopologyConfig
@@ -106,16 +107,24 @@ class AlgorithmConfig:
 class ExperimentConfig:
     track: str = "synthetic"
     run: RunConfig = field(default_factory=RunConfig)
-    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    problem: ProblemConfig = field(default_factory=ProblemConfig)  # synthetic track
+    llm: LLMConfig = field(default_factory=LLMConfig)              # LLM track
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
 
     def validate(self) -> None:
-        _check(self.track == "synthetic", "track", f"unknown track {self.track!r}; known: synthetic")
-        for section in (self.run, self.problem, self.algorithm, self.topology):
+        _check(self.track in ("synthetic", "llm"), "track", f"unknown track {self.track!r}; known: synthetic, llm")
+        data = self.problem if self.track == "synthetic" else self.llm
+        for section in (self.run, data, self.algorithm, self.topology):
             section.validate()
-        n, s = self.problem.n_clients, self.algorithm.participation
+        n, s = self.n_clients, self.algorithm.participation
         _check(s <= n, "algorithm.participation", f"S={s} exceeds n_clients={n}")
+        if self.track == "llm":
+            _check(len(self.run.seeds) == 1, "run.seeds", "the LLM track runs one seed per run; sweep over run.seeds")
+
+    @property
+    def n_clients(self) -> int:
+        return self.problem.n_clients if self.track == "synthetic" else self.llm.n_clients
 
 
 # ----------------------------------------------------------------------------- loading

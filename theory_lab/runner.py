@@ -29,6 +29,10 @@ class RunResult:
 
 
 def make_oracle(cfg: ExperimentConfig):
+    if cfg.track == "llm":
+        from llm.oracle import build_llm_oracle
+
+        return build_llm_oracle(cfg.llm)
     from synthetic.oracle import SyntheticOracle
     from synthetic.problem import build_problem
 
@@ -37,17 +41,21 @@ def make_oracle(cfg: ExperimentConfig):
 
 def config_columns(cfg: ExperimentConfig, topology) -> dict:
     """The run's configuration as table columns (the analysis layer groups on these)."""
-    a, p = cfg.algorithm, cfg.problem
-    return {
-        "algorithm": a.name, "n_clients": p.n_clients, "local_steps": a.local_steps,
-        "participation": a.participation or p.n_clients, "q_max": a.q_max, "stale_rule": a.stale_rule,
+    a, p, n = cfg.algorithm, cfg.problem, cfg.n_clients
+    columns = {
+        "algorithm": a.name, "n_clients": n, "local_steps": a.local_steps,
+        "participation": a.participation or n, "q_max": a.q_max, "stale_rule": a.stale_rule,
         "topology": topology.name if topology else ("server" if a.name != "centralized" else "none"),
         "spectral_gap": topology.spectrum().p if topology else math.nan,
         "lr": a.lr, "schedule": a.schedule, "optimizer": a.optimizer, "batch_size": a.batch_size,
-        "server_lr": a.server_lr, "prox_mu": a.prox_mu, "heterogeneity": p.heterogeneity,
-        "dirichlet_alpha": p.dirichlet_alpha, "horizon": p.horizon, "beta": p.beta, "dim": p.dim,
-        "model": "loglinear", "dataset": "synthetic",
+        "server_lr": a.server_lr, "prox_mu": a.prox_mu,
     }
+    if cfg.track == "llm":
+        m = cfg.llm
+        return {**columns, "partition": m.partition, "dirichlet_alpha": m.dirichlet_alpha, "beta": m.beta,
+                "loss_type": m.loss_type, "model": m.model, "dataset": ",".join(m.datasets or [m.dataset])}
+    return {**columns, "heterogeneity": p.heterogeneity, "dirichlet_alpha": p.dirichlet_alpha,
+            "horizon": p.horizon, "beta": p.beta, "dim": p.dim, "model": "loglinear", "dataset": "synthetic"}
 
 
 def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "") -> RunResult:
