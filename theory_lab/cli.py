@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from theory_lab.errors import LabError
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "llm" and "OMP_NUM_THREADS" not in os.environ:
+        # the synthetic track works on small tensors: extra threads only add synchronisation,
+        # and on a shared machine they stall (measured: docs/benchmarks.md)
+        import torch
+
+        torch.set_num_threads(1)
     try:
         return args.func(args) or 0
     except LabError as err:

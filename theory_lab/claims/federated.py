@@ -125,7 +125,7 @@ def noise_floor(ctx: Context) -> Outcome:
 def _staleness(ctx: Context, rule: str, claim_id: str) -> Outcome:
     qs = (0, 2, 8) if ctx.quick else (0, 1, 2, 4, 8)
     cfg = base(600 if ctx.quick else 2000, batch_size=2, lr=1.0, stale_rule=rule)
-    res = ctx.sweep(cfg, [{"algorithm.q_max": q} for q in qs])
+    res = ctx.sweep(cfg, [{"algorithm.q_max": q} for q in qs], min_seeds=16)
     f = floors(res.table, "subopt", 0.6)
     level0 = f[f["run_id"] == 0].set_index("seed")["floor"]
     f = f[f["run_id"] > 0]
@@ -144,7 +144,7 @@ def _staleness(ctx: Context, rule: str, claim_id: str) -> Outcome:
 
 @claim("staleness-model-average", statement="FedDPO with delays ≤ q_max: the stationary gap grows linearly in q_max "
        "(server averages the returned models, as the Jiang'26 code does)", source="Jiang'26",
-       metric="subopt floor minus the q_max=0 floor", regime="E=1, batch 2, η=1, delays ~ U{0..q_max}",
+       metric="subopt floor minus the q_max=0 floor", regime="E=1, batch 2, η=1, delays ~ U{0..q_max}, ≥16 replicas",
        predicted="slope 1 in q_max", tolerance=0.3, should_hold=False)
 def staleness_model_average(ctx: Context) -> Outcome:
     return _staleness(ctx, "model_average", "staleness-model-average")
@@ -152,7 +152,7 @@ def staleness_model_average(ctx: Context) -> Outcome:
 
 @claim("staleness-delta", statement="FedDPO with delays ≤ q_max: the stationary gap grows linearly in q_max "
        "(server applies the averaged deltas to its current model: asynchronous SGD)", source="Jiang'26",
-       metric="subopt floor minus the q_max=0 floor", regime="E=1, batch 2, η=1, delays ~ U{0..q_max}",
+       metric="subopt floor minus the q_max=0 floor", regime="E=1, batch 2, η=1, delays ~ U{0..q_max}, ≥16 replicas",
        predicted="slope 1 in q_max", tolerance=0.3)
 def staleness_delta(ctx: Context) -> Outcome:
     return _staleness(ctx, "delta", "staleness-delta")

@@ -36,7 +36,7 @@ def binned(table, metric: str, bins: int = 12):
 @claim("rate-in-T", statement="Decaying steps on a strongly convex problem give suboptimality ∝ 1/T; on the "
        "non-convex trajectory model, η ∝ 1/√T gives mean ‖∇f‖² ∝ T^(−1/2)",
        source="Koloskova et al.'20", metric="subopt (binned over rounds); mean grad_norm_sq over a run",
-       regime="H=1: FedDPO E=1 (minibatch SGD), batch 1, η_t = η0 t0/(t0+t) with η0 t0 = 2/μ; "
+       regime="H=1: FedDPO E=1 (minibatch SGD), batch 1, η_t = η0 t0/(t0+t) with η0 t0 = 2/μ, ≥32 replicas; "
               "H=3: FedDPO E=1, batch 1, η = c/√T for each horizon T",
        predicted="slopes −1 (H=1) and −1/2 (H=3)", tolerance=0.2)
 def rate_in_T(ctx: Context) -> Outcome:
@@ -45,7 +45,7 @@ def rate_in_T(ctx: Context) -> Outcome:
     cfg["problem"]["init"] = "reference"
     mu = float(make_oracle(build_config(cfg)).constants.mu.mean())
     cfg["algorithm"]["decay_steps"] = 2.0 / (mu * cfg["algorithm"]["lr"])
-    res = ctx.sweep(cfg, [{}])
+    res = ctx.sweep(cfg, [{}], min_seeds=32)
     x, y, seeds = binned(res.table[res.table["round"] >= rounds // 10], "subopt", bins=8)
     x, y = within_seed(x, y, seeds)
     fit = loglog_slope(x, y, seeds=seeds)
@@ -80,7 +80,7 @@ def max_eig_along_run(cfg: dict, rounds: int) -> float:
        "smoothness bound L(H) = 4β²H²B² + 2βHB² of the trajectory model; its growth order in H is measured",
        source="Jiang'26 (constants from the trajectory structure); docs/theory.md", metric="max λmax(∇²f) along FedDPO runs",
        regime="tabular MDP, β=2, B=1, FedDPO E=2, batch 4, η=0.5 from θ_ref, horizons 1..8",
-       predicted="bound holds; growth exponent ≤ 2", tolerance=0.0)
+       predicted="bound holds; growth exponent ≤ 2", tolerance=0.3)
 def smoothness_horizon(ctx: Context) -> Outcome:
     Hs = (1, 2, 4, 8) if ctx.quick else (1, 2, 3, 4, 6, 8)
     rounds = 30 if ctx.quick else 100
