@@ -18,7 +18,7 @@ DATA_DIR_ENV = "DDPO_DATA_DIR"
 class LLMConfig:
     model: str = "smollm2"          # "smollm2" (offline GGUF), "tiny" (random, tests), HF id, local dir or .gguf
     data_dir: str = ""              # "" -> $DDPO_DATA_DIR, else ../shared/data beside the project
-    dataset: str = "hh-rlhf"        # one of DATASETS, "jsonl:PATH" or "hf:ID"
+    dataset: str = "hh-rlhf"        # one of DATASETS (optionally NAME:SPLIT), "jsonl:PATH" or "hf:ID"
     datasets: list[str] | None = None  # natural / cross-domain partition: one data set per client
     n_clients: int = 5
     pairs_per_client: int = 120
@@ -45,8 +45,8 @@ class LLMConfig:
 
         known = DATASETS
         for spec in (self.datasets or [self.dataset]):
-            need(spec in known or spec.startswith(("jsonl:", "hf:")), "datasets" if self.datasets else "dataset",
-                 f"unknown data set {spec!r}; known: {', '.join(known)}, jsonl:PATH, hf:ID")
+            need(spec.split(":")[0] in known or spec.startswith(("jsonl:", "hf:")), "datasets" if self.datasets else "dataset",
+                 f"unknown data set {spec!r}; known: {', '.join(known)} (optionally NAME:SPLIT), jsonl:PATH, hf:ID")
         need(self.n_clients >= 1, "n_clients", f"must be >= 1, got {self.n_clients}")
         need(self.pairs_per_client >= 1, "pairs_per_client", f"must be >= 1, got {self.pairs_per_client}")
         need(self.heldout_per_client >= 1, "heldout_per_client", f"must be >= 1, got {self.heldout_per_client}")

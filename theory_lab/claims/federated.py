@@ -94,14 +94,14 @@ def observed_over_exact_drift(ctx: Context, cfg: dict, Es, f) -> np.ndarray:
 
 @claim("participation-floor", statement="E=1 with S of N clients sampled leaves a floor ∝ η ζ² (N−S)/(S(N−1))",
        source="Jiang'26; Li et al.'20", metric="subopt floor (stationary mean)",
-       regime="exact local gradients, E=1, η=1, N=16, sampling without replacement", predicted="slope 1 in (N−S)/(S(N−1))",
+       regime="exact local gradients, E=1, η=1, N=16, sampling without replacement, ≥16 replicas", predicted="slope 1 in (N−S)/(S(N−1))",
        tolerance=0.25)
 def participation_floor(ctx: Context) -> Outcome:
     N = 16
     Ss = (1, 2, 4, 8) if ctx.quick else (1, 2, 4, 8, 12)
     cfg = base(400 if ctx.quick else 1500, lr=1.0)
     cfg["problem"]["n_clients"] = N
-    res = ctx.sweep(cfg, [{"algorithm.participation": S} for S in Ss])
+    res = ctx.sweep(cfg, [{"algorithm.participation": S} for S in Ss], min_seeds=16)
     x = {i: (N - S) / (S * (N - 1)) for i, S in enumerate(Ss)}
     fit, verdict, plot = slope_claim(ctx, "participation-floor", "(N−S)/(S(N−1))", x, res, "subopt", 1.0,
                                      0.25, tail=0.6)
@@ -110,13 +110,13 @@ def participation_floor(ctx: Context) -> Outcome:
 
 @claim("noise-floor", statement="With ζ=0 and constant η the floor is ∝ η σ²/(n b): linear speed-up in n",
        source="Stich'19; Koloskova et al.'20", metric="subopt floor (stationary mean)",
-       regime="E=1, full participation (minibatch SGD over n clients), batch 1", predicted="slope −1 in n",
+       regime="E=1, full participation (minibatch SGD over n clients), batch 1, ≥16 replicas", predicted="slope −1 in n",
        tolerance=0.25)
 def noise_floor(ctx: Context) -> Outcome:
     ns = (2, 8, 32) if ctx.quick else (2, 4, 8, 16, 32)
     cfg = base(300 if ctx.quick else 800, batch_size=1, lr=0.5)
     cfg["problem"].update(heterogeneity=0.0, dirichlet_alpha=0.0)
-    res = ctx.sweep(cfg, [{"problem.n_clients": n} for n in ns])
+    res = ctx.sweep(cfg, [{"problem.n_clients": n} for n in ns], min_seeds=16)
     fit, verdict, plot = slope_claim(ctx, "noise-floor", "n clients", dict(enumerate(ns)), res, "subopt",
                                      -1.0, 0.25, tail=0.6)
     return Outcome.from_fit(fit, verdict, -1.0, figure=plot_fit(ctx, "noise-floor", fit, *plot))
