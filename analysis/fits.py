@@ -122,6 +122,15 @@ def _r2(A, y, coef) -> float:
     return 1.0 if sst == 0 else 1.0 - ssr / sst
 
 
+def _shape_r2(x, y, coef) -> float:
+    """r² of the line against the mean of y at each distinct x: whether the relation has the
+    fitted shape. Seed-to-seed noise at one x averages out instead of reading as misfit (with
+    no repeated x this is the ordinary r²)."""
+    xs, inverse = np.unique(x, return_inverse=True)
+    means = np.bincount(inverse, weights=y) / np.bincount(inverse)
+    return _r2(np.column_stack([xs, np.ones_like(xs)]), means, coef) if len(xs) >= 2 else float("nan")
+
+
 def _line(x, y, seeds, n_boot, ci, rng, log: bool) -> FitResult:
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     keep = np.isfinite(x) & np.isfinite(y)
@@ -137,7 +146,7 @@ def _line(x, y, seeds, n_boot, ci, rng, log: bool) -> FitResult:
     else:
         coef, lims, mode, G = _fit(A, y, s, False, n_boot, ci, rng)
     return FitResult(float(coef[0]), float(coef[1]), float(lims[0, 0]), float(lims[1, 0]),
-                     _r2(A, y, coef) if len(y) >= 2 else float("nan"), int(len(y)), G,
+                     _shape_r2(x, y, coef) if len(y) >= 2 else float("nan"), int(len(y)), G,
                      int((~keep).sum()), float(lims[0, 1]), float(lims[1, 1]), ci, mode)
 
 
