@@ -95,6 +95,8 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "") ->
         "topology": describe(topology) if topology else None,
         "constants": _constants(oracle), "wall_s": time.perf_counter() - start, **provenance(),
     }
+    if hasattr(oracle, "reference_accuracy"):
+        manifest["reference_pref_acc"] = oracle.reference_accuracy()
     return RunResult(table, manifest, alg, oracle)
 
 

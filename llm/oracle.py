@@ -1,0 +1,240 @@
+"""The Oracle protocol (theory_lab/oracle.py) for causal LMs with LoRA: the parameter stack's rows
+are each client's flattened trainable (LoRA) parameters.
+
+One base model is loaded once; a client's parameters are loaded into the adapters
+(`set_trainable_vector`) just before its forward pass, so each extra simulated client costs only
+its parameter row (and optimizer state, held by the algorithm). The reference policy is the same
+model with its adapters disabled; its log-probs are computed once per client at construction and
+cached. The parameter stack, the client weights and the returned gradients live on the CPU (or
+wherever X lives); the model may be on a GPU.
+
+All computations run in eval mode (no dropout) and draw no random numbers: given the indices from
+`sample_batch`, gradients and metrics are deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn.utils import parameters_to_vector
+
+from llm.dpo import LOSS_TYPES, dpo_loss, sequence_logps
+from llm.model import add_lora, load_model, resolve_device, set_trainable_vector, trainable_parameters
+from theory_lab.errors import ConfigError
+
+
+def _rows(tp, idx: torch.Tensor):
+    """input_ids, attention_mask, response_mask of pairs `idx` [b]: chosen rows then rejected."""
+    rows = torch.cat([idx, idx + tp.n_pairs]).to(tp.input_ids.device)
+    return tp.input_ids[rows], tp.attention_mask[rows], tp.response_mask[rows]
+
+
+class LLMOracle:
+    """f_i(θ) = mean DPO loss of client i's training pairs at LoRA parameters θ; f = Σ_i w_i f_i
+    with w_i ∝ n_i. Metrics of the averaged model on every client's held-out pairs."""
+
+    n_seeds = 1
+    smoothness = None
+
+    def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
+                 eval_batch_size: int = 16, device: str | torch.device | None = None):
+        if not hasattr(model, "disable_adapter"):
+            raise TypeError("LLMOracle needs a peft model (llm.model.add_lora): the reference is the "
+                            "model with its adapters disabled")
+        if len(train) == 0 or len(train) != len(heldout):
+            raise ValueError(f"need one train and one held-out set per client, got {len(train)} and {len(heldout)}")
+        for name, sets in (("train", train), ("held-out", heldout)):
+            for i, tp in enumerate(sets):
+                if tp.n_pairs < 1:
+                    raise ValueError(f"client {i} has no {name} pairs")
+        if loss_type not in LOSS_TYPES:
+            raise ConfigError("llm.loss_type", f"must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
+        if not beta > 0:
+            raise ConfigError("llm.beta", f"must be > 0, got {beta}")
+        if eval_batch_size < 1:
+            raise ConfigError("llm.eval_batch_size", f"must be >= 1, got {eval_batch_size}")
+        self.model = model
+        self.model.train(False)
+        self.params = trainable_parameters(model)
+        if not self.params:
+            raise ValueError("the model has no trainable parameters; add LoRA adapters first")
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1:
+            raise ValueError(f"trainable parameters have mixed dtypes {dtypes}")
+        self.device = torch.device(device) if device is not None else self.params[0].device
+        self.beta, self.loss_type, self.eval_batch_size = float(beta), loss_type, int(eval_batch_size)
+        self.train = [tp.to(self.device) for tp in train]
+        self.heldout = [tp.to(self.device) for tp in heldout]
+        self.n_clients = len(train)
+        self.dtype = self.params[0].dtype
+        self.dim = sum(p.numel() for p in self.params)
+        self.sizes = torch.tensor([tp.n_pairs for tp in self.train])
+        sizes = self.sizes.to(torch.float64)
+        self.weights = (sizes / sizes.sum()).to(self.dtype).unsqueeze(0)   # [1, N]
+        self._theta0 = parameters_to_vector(self.params).detach().cpu().clone()
+        # the fixed evaluation batch of the global objective: the first eval_batch_size training pairs
+        self.eval_idx = [torch.arange(min(self.eval_batch_size, tp.n_pairs)) for tp in self.train]
+        # reference log-probs [n_i, 2] (chosen, rejected), once per client
+        self.ref_train = [self._reference(tp) for tp in self.train]
+        self.ref_heldout = [self._reference(tp) for tp in self.heldout]
+
+    # ------------------------------------------------------------------ forward passes
+
+    def _chunks(self, idx: torch.Tensor):
+        return idx.split(self.eval_batch_size)
+
+    def _policy_logps(self, tp, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chosen and rejected log-probs [b] each, in one forward pass."""
+        logps = sequence_logps(self.model, *_rows(tp, idx))
+        return logps[: len(idx)], logps[len(idx):]
+
+    @torch.no_grad()
+    def _reference(self, tp) -> torch.Tensor:
+        out = []
+        with self.model.disable_adapter():
+            for idx in self._chunks(torch.arange(tp.n_pairs)):
+                c, r = self._policy_logps(tp, idx)
+                out.append(torch.stack([c, r], dim=1))
+        return torch.cat(out)
+
+    def _losses(self, tp, ref: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        c, r = self._policy_logps(tp, idx)
+        ref = ref[idx.to(ref.device)]
+        return dpo_loss(c, r, ref[:, 0], ref[:, 1], self.beta, self.loss_type)[0]
+
+    def _margins(self, tp, ref: torch.Tensor) -> torch.Tensor:
+        """Implicit reward margins β[(π_c − π_r) − (ref_c − ref_r)] [n] over all pairs of tp."""
+        out = []
+        with torch.no_grad():
+            for idx in self._chunks(torch.arange(tp.n_pairs)):
+                c, r = self._policy_logps(tp, idx)
+                rc, rr = ref[idx, 0], ref[idx, 1]
+                out.append(self.beta * ((c - r) - (rc - rr)))
+        return torch.cat(out)
+
+    def _load(self, theta: torch.Tensor) -> None:
+        self.model.train(False)   # no dropout, whatever the caller did to the model in between
+        set_trainable_vector(self.model, theta)
+
+    def _zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def _flat_grad(self) -> torch.Tensor:
+        return parameters_to_vector([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
+
+    def _backward(self, client: int, idx: torch.Tensor, scale: float) -> torch.Tensor:
+        """Backpropagate scale · mean loss over pairs idx of the client, in eval-size chunks
+        (each chunk's sum divided by len(idx): exactly the mean's gradient). Returns the loss."""
+        tp, ref = self.train[client], self.ref_train[client]
+        total = torch.zeros((), dtype=torch.float64)
+        with torch.enable_grad():
+            for chunk in self._chunks(idx):
+                loss = self._losses(tp, ref, chunk).sum() / len(idx)
+                (scale * loss).backward()
+                total += loss.detach().double().cpu()
+        return total
+
+    # ------------------------------------------------------------------ the Oracle protocol
+
+    def init_params(self) -> torch.Tensor:
+        """The LoRA initialisation [1, P] (B = 0: the policy starts equal to the reference)."""
+        return self._theta0.clone().unsqueeze(0)
+
+    def sample_batch(self, gen: torch.Generator, batch_size: int) -> Any:
+        """Indices [1, N, b], uniform with replacement within each client's own pairs."""
+        if batch_size == 0:
+            return None
+        u = torch.rand(1, self.n_clients, batch_size, generator=gen, dtype=torch.float64)
+        n = self.sizes[None, :, None]
+        return (u * n).long().clamp_max(n - 1)
+
+    def _client_indices(self, client: int, batch) -> torch.Tensor:
+        if batch is None:
+            return torch.arange(self.train[client].n_pairs)
+        return batch[0, client].cpu()
+
+    def _client_ids(self, X: torch.Tensor, clients) -> list[int]:
+        if X.shape[0] != 1:
+            raise ValueError(f"the LLM oracle has one seed; got a parameter stack of shape {tuple(X.shape)}")
+        ids = list(range(self.n_clients)) if clients is None else clients[0].tolist()
+        if len(ids) != X.shape[1]:
+            raise ValueError(f"{X.shape[1]} parameter rows for {len(ids)} clients")
+        return ids
+
+    def grad(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
+        """[1, K, P]: gradient of each row's client loss (minibatch mean, or the exact full-data
+        gradient when batch is None) at its own parameters."""
+        ids = self._client_ids(X, clients)
+        out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
+        for k, c in enumerate(ids):
+            self._load(X[0, k])
+            self._zero_grad()
+            self._backward(c, self._client_indices(c, batch), 1.0)
+            out[0, k] = self._flat_grad().to(out)
+        self._zero_grad()
+        return out
+
+    def loss(self, X: torch.Tensor, clients: torch.Tensor | None = None, batch: Any = None) -> torch.Tensor:
+        """[1, K]: each row's client loss (minibatch mean, or on all the client's pairs)."""
+        ids = self._client_ids(X, clients)
+        out = torch.empty(X.shape[:2], dtype=torch.float64)
+        with torch.no_grad():
+            for k, c in enumerate(ids):
+                self._load(X[0, k])
+                idx = self._client_indices(c, batch)
+                out[0, k] = sum(self._losses(self.train[c], self.ref_train[c], ch).double().sum().cpu()
+                                for ch in self._chunks(idx)) / len(idx)
+        return out.to(X)
+
+    def reference_accuracy(self) -> dict[str, float]:
+        """What the reference model itself prefers on the held-out pairs: the fraction where
+        log π_ref(chosen) > log π_ref(rejected) (client-weighted and per client). The implicit
+        reward accuracy of the reference is 0 by construction (all margins are 0), so this is
+        the baseline a trained policy must beat, together with chance (0.5)."""
+        per_client = [float((ref[:, 0] > ref[:, 1]).double().mean()) for ref in self.ref_heldout]
+        w = self.weights[0].double().tolist()
+        return {"weighted": sum(a * b for a, b in zip(w, per_client)), "per_client": per_client}
+
+    def client_accuracy(self, theta: torch.Tensor) -> torch.Tensor:
+        """[N]: each client's held-out preference accuracy (implicit reward margin > 0) at θ [1, P]."""
+        self._load(theta[0])
+        return torch.stack([(self._margins(tp, ref) > 0).double().mean().cpu()
+                            for tp, ref in zip(self.heldout, self.ref_heldout)]).to(theta)
+
+    def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics [1] of the averaged model θ [1, P]: held-out `eval_pref_acc` and `reward_margin`
+        (client-weighted), and `train_loss`, `grad_norm_sq` of f = Σ_i w_i f_i on the fixed
+        evaluation batch (each client's first eval_batch_size training pairs)."""
+        self._load(theta[0])
+        w = self.weights[0].double()
+        margins = [self._margins(tp, ref).double().cpu() for tp, ref in zip(self.heldout, self.ref_heldout)]
+        acc = torch.stack([(h > 0).double().mean() for h in margins])
+        margin = torch.stack([h.mean() for h in margins])
+        self._zero_grad()
+        loss = sum(w[i] * self._backward(i, self.eval_idx[i], float(w[i])) for i in range(self.n_clients))
+        g = self._flat_grad().double()
+        self._zero_grad()
+        metrics = {"train_loss": loss, "grad_norm_sq": g.pow(2).sum().cpu(),
+                   "eval_pref_acc": (w * acc).sum(), "reward_margin": (w * margin).sum(),
+                   # per client, for personalised and non-IID federations (extra table columns)
+                   **{f"eval_pref_acc_client{i}": a for i, a in enumerate(acc)}}
+        return {k: v.reshape(1).to(dtype=self.dtype, device=theta.device) for k, v in metrics.items()}
+
+
+def build_llm_oracle(cfg) -> LLMOracle:
+    """LLMConfig -> data per client, the model loaded once with LoRA, the oracle."""
+    from llm.data import client_data, tokenize_pairs
+
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    train_pairs, heldout_pairs = client_data(cfg)   # data errors before the (slow) model load
+    model, tokenizer = load_model(cfg.model, cfg.dtype, device)
+    model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, seed=cfg.seed)
+
+    def tok(pairs):
+        return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
+
+    return LLMOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs],
+                     cfg.beta, cfg.loss_type, cfg.eval_batch_size, device)
