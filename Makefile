@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 OUT ?= runs/demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test figures venv clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(VENV)/bin/theory-lab sweep --config configs/synthetic/demo.toml --out $(OUT)
+
+figures: venv
+	$(VENV)/bin/theory-lab figures --out runs/figures
 
 test: venv
 	$(PY) -m pytest -q

@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--strict", action="store_true",
                      help="exit 1 when a claim that should hold in its regime is refuted")
     ver.set_defaults(func=_cmd_verify)
+
+    from paper_figures.cli import add_parser as add_figures_parser
+
+    add_figures_parser(sub)
     return parser
 
 

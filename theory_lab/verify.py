@@ -38,6 +38,7 @@ def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=p
             "claim": cid, "statement": c.statement, "source": c.source, "metric": c.metric,
             "regime": c.regime, "predicted": c.predicted, "tolerance": c.tolerance,
             "fitted": ci_text(o.fitted, o.ci), "value": o.fitted, "ci_low": o.ci[0], "ci_high": o.ci[1],
+            "predicted_value": o.predicted_value,
             "verdict": o.verdict.status, "reason": o.verdict.reason, "should_hold": c.should_hold,
             "tightness": o.tightness, "details": _plain(o.details), "figure": o.figure,
             "command": command, "seconds": round(time.perf_counter() - start, 2),
