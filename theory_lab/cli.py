@@ -62,6 +62,15 @@ def _cmd_verify(args) -> int:
 
     from theory_lab.verify import select, table, verify
 
+    if args.results:  # a finished run against its prediction (theory_lab.predict.compare)
+        from theory_lab.predict import compare
+
+        df = compare(args.results)
+        cols = ["run_id", "algorithm", "floor_observed", "floor_predicted", "floor_ratio",
+                "rounds_observed", "rounds_predicted", "rounds_ratio"]
+        print(df[[c for c in cols if c in df]].to_string(index=False))
+        return 0
+
     ids = select(args.claims)
     out = Path(args.out)
     print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
@@ -111,13 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--claims", help="comma-separated claim ids (default: all)")
     ver.add_argument("--seeds", type=int, default=3, help="replicas per run (default 3)")
     ver.add_argument("--out", default="runs/verify", help="report directory (default runs/verify)")
+    ver.add_argument("--results", metavar="DIR",
+                     help="instead: place a finished run's observed floor and time to eps against the prediction")
     ver.add_argument("--strict", action="store_true",
                      help="exit 1 when a claim that should hold in its regime is refuted")
     ver.set_defaults(func=_cmd_verify)
 
     from paper_figures.cli import add_parser as add_figures_parser
+    from theory_lab.predict import add_parsers as add_predict_parsers
 
     add_figures_parser(sub)
+    add_predict_parsers(sub)
     return parser
 
 

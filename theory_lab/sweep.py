@@ -53,8 +53,10 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
         table = result.table
         table.insert(0, "run_id", i)
         for key, value in point.items():
+            # a swept field gets a column unless the schema already has one (algorithm and
+            # topology names are the `algorithm` and `topology` columns)
             column = key.split(".")[-1]
-            if column not in table:
+            if column not in table and key not in ("algorithm.name", "topology.name"):
                 table.insert(1, column, value)
         tables.append(table)
         runs.append({"run_id": i, "point": point, "constants": result.manifest["constants"],
