@@ -188,6 +188,25 @@ class LLMOracle:
                                 for ch in self._chunks(idx)) / len(idx)
         return out.to(X)
 
+    def save_adapter(self, theta: torch.Tensor, path) -> None:
+        """The adapter at θ [1, P] as a peft directory (adapter_model.safetensors +
+        adapter_config.json), loadable with PeftModel.from_pretrained; written to a temporary
+        directory first and renamed, so a crash never leaves half an adapter."""
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        path = Path(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self._load(theta[0])
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def reference_accuracy(self) -> dict[str, float]:
         """What the reference model itself prefers on the held-out pairs: the fraction where
         log π_ref(chosen) > log π_ref(rejected) (client-weighted and per client). The implicit

@@ -37,22 +37,46 @@ def _cmd_topology(args) -> None:
 
 
 def _cmd_run(args) -> None:
-    from theory_lab.config import load_config, read_toml
+    import json
+    from pathlib import Path
+
+    from theory_lab.config import build_config, load_config, read_toml
     from theory_lab.errors import ConfigError
     from theory_lab.results import write_results
     from theory_lab.runner import run
     from theory_lab.sweep import run_sweep
 
     progress = False if args.quiet else None
+    out = Path(args.out or args.resume or "")
+    if not args.out and not args.resume:
+        raise ConfigError("--out", "give an output directory (or --resume DIR)")
     if args.command == "sweep":
-        result = run_sweep(read_toml(args.config), args.set, progress=progress)
+        if not args.config:
+            raise ConfigError("--config", "a sweep resumes from its config: give --config with --resume")
+        result = run_sweep(read_toml(args.config), args.set, progress=progress, out_dir=out,
+                           resume=bool(args.resume))
     else:
-        cfg = load_config(args.config, args.set)
+        ckpt = out / "checkpoint"
+        if args.config:
+            cfg = load_config(args.config, args.set)
+        elif args.resume:  # the config saved with the checkpoint
+            try:
+                cfg = build_config(json.loads((ckpt / "meta.json").read_text())["config"], args.set)
+            except OSError:
+                raise ConfigError("--resume", f"{ckpt}: no checkpoint to resume") from None
+        else:
+            raise ConfigError("--config", "give a config file (or --resume DIR)")
         if cfg.track != args.command:
             raise ConfigError("track", f"the config is for the {cfg.track!r} track; run `theory-lab {cfg.track}`")
-        result = run(cfg, progress=progress)
+        if args.resume and not (ckpt / "meta.json").is_file():
+            raise ConfigError("--resume", f"{ckpt}: no checkpoint to resume (set run.checkpoint_every > 0)")
+        result = run(cfg, progress=progress, resume=bool(args.resume),
+                     checkpoint_dir=ckpt if cfg.run.checkpoint_every or args.resume else None)
     result.manifest["command"] = " ".join(["theory-lab", *sys.argv[1:]])
-    out = write_results(args.out, result.table, result.manifest)
+    write_results(out, result.table, result.manifest)
+    if hasattr(result.oracle, "save_adapter"):  # LLM track: the averaged adapter, loadable by peft
+        result.oracle.save_adapter(result.algorithm.model(), out / "adapter")
+        print(f"adapter: {out / 'adapter'} (peft, safetensors)")
     _summary(result.table)
     print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
 
@@ -109,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("llm", "one run of the LLM track (transformers + peft, LoRA)"),
                        ("sweep", "a grid of runs ([sweep.grid] / [[sweep.variants]] in the config)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", required=True, help="TOML config file")
-        p.add_argument("--out", required=True, help="output directory")
+        p.add_argument("--config", help="TOML config file")
+        p.add_argument("--out", help="output directory")
+        p.add_argument("--resume", metavar="DIR", help="continue the interrupted run (or sweep) in DIR "
+                       "from its checkpoint (run.checkpoint_every > 0); output goes to DIR")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. algorithm.lr=0.05 (repeatable)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")

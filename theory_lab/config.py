@@ -33,6 +33,7 @@ class RunConfig:
     seed: int = 0              # algorithm noise: minibatches, participants, delays
     device: str = "cpu"
     divergence_factor: float = 1e6  # stop when the loss exceeds this multiple of its start
+    checkpoint_every: int = 0  # save the full state every K rounds (0: never); resume with --resume
 
     def validate(self) -> None:
         _check(len(self.seeds) >= 1, "run.seeds", "needs at least one seed")
@@ -40,6 +41,7 @@ class RunConfig:
         _check(self.rounds >= 1, "run.rounds", f"must be >= 1, got {self.rounds}")
         _check(self.log_every >= 1, "run.log_every", f"must be >= 1, got {self.log_every}")
         _check(self.divergence_factor > 1, "run.divergence_factor", "must be > 1")
+        _check(self.checkpoint_every >= 0, "run.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
 
 
 @dataclass

@@ -7,10 +7,12 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
+from theory_lab import checkpoint
 from theory_lab.algorithms import make_algorithm
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import ExperimentConfig, to_dict
@@ -58,41 +60,53 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
             "horizon": p.horizon, "beta": p.beta, "dim": p.dim, "model": "loglinear", "dataset": "synthetic"}
 
 
-def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "") -> RunResult:
+def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
+        checkpoint_dir: str | Path | None = None, resume: bool = False) -> RunResult:
+    """Run one config. With `checkpoint_dir` and run.checkpoint_every = K, the full state is
+    saved every K rounds; `resume=True` continues from the checkpoint there, bit-identically."""
     cfg.validate()
     oracle = make_oracle(cfg)
     topology = make_topology(cfg.topology, oracle.n_clients) if cfg.algorithm.decentralized else None
     gen = torch.Generator().manual_seed(cfg.run.seed)
-    rounds = cfg.run.rounds
+    rounds, config = cfg.run.rounds, to_dict(cfg)
     alg = make_algorithm(cfg.algorithm, oracle, InProcessCommunicator(), gen, rounds, topology)
 
     records: list[dict] = []
+    counters = {"comm_bytes": 0}
+    first_round, start = 0, time.perf_counter()
+    if resume:
+        done, records, counters = checkpoint.load(checkpoint_dir, alg, gen, config)
+        records = [{k: torch.tensor(v, dtype=oracle.dtype) if isinstance(v, list) else v for k, v in rec.items()}
+                   for rec in records]
+        first_round = done + 1
     zero = torch.zeros(oracle.n_seeds, dtype=oracle.dtype)
-    comm_bytes, start = 0, time.perf_counter()
-    first_loss = None
+    first_loss = records[0]["train_loss"] if records else None
+    every = cfg.run.checkpoint_every if checkpoint_dir else 0
     bar = Progress(rounds, label or cfg.algorithm.name, progress)
-    for r in range(rounds + 1):
+    bar.update(first_round - 1 if first_round else 0)
+    for r in range(first_round, rounds + 1):
+        info = None
         if r > 0:
             info = alg.round(r - 1)
-            comm_bytes += info.comm_bytes
+            counters["comm_bytes"] += info.comm_bytes
             bar.update()
-        else:
-            info = None
-        if r % cfg.run.log_every and r != rounds:
-            continue
-        metrics = oracle.evaluate(alg.model())
-        first_loss = metrics["train_loss"] if first_loss is None else first_loss
-        _check_divergence(cfg, oracle, alg, metrics["train_loss"], first_loss, r)
-        records.append({
-            "round": r, "step": alg.t,
-            "consensus_error": info.consensus_error if info else zero,
-            "consensus_error_pre": info.consensus_error_pre if info else zero,
-            "comm_bytes": comm_bytes, "wall_s": time.perf_counter() - start, **metrics,
-        })
+        if r % cfg.run.log_every == 0 or r == rounds:
+            metrics = oracle.evaluate(alg.model())
+            first_loss = metrics["train_loss"] if first_loss is None else first_loss
+            _check_divergence(cfg, oracle, alg, metrics["train_loss"], first_loss, r)
+            records.append({
+                "round": r, "step": alg.t,
+                "consensus_error": info.consensus_error if info else zero,
+                "consensus_error_pre": info.consensus_error_pre if info else zero,
+                "comm_bytes": counters["comm_bytes"], "wall_s": time.perf_counter() - start, **metrics,
+            })
+        if every and r % every == 0 and r < rounds:
+            _check_divergence(cfg, oracle, alg, None, first_loss, r)  # never checkpoint a diverged state
+            checkpoint.save(checkpoint_dir, alg, gen, r, records, config, counters)
     table = _tidy(records, cfg, topology)
     manifest = {
-        "config": to_dict(cfg), "seeds": cfg.run.seeds, "rounds": rounds,
-        "topology": describe(topology) if topology else None,
+        "config": config, "config_hash": checkpoint.config_hash(config), "seeds": cfg.run.seeds,
+        "rounds": rounds, "topology": describe(topology) if topology else None,
         "constants": _constants(oracle), "wall_s": time.perf_counter() - start, **provenance(),
     }
     if hasattr(oracle, "reference_accuracy"):
@@ -101,8 +115,10 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "") ->
 
 
 def _check_divergence(cfg, oracle, alg, loss, first_loss, r) -> None:
-    bad = ~torch.isfinite(alg.model()).all(dim=1) | ~torch.isfinite(loss)
-    bad |= loss > cfg.run.divergence_factor * first_loss.abs().clamp(min=1.0)
+    """Stop with the step size (and 2/L when known) on NaN/inf parameters or a loss blow-up."""
+    bad = ~torch.isfinite(alg.model()).all(dim=1)
+    if loss is not None:
+        bad |= ~torch.isfinite(loss) | (loss > cfg.run.divergence_factor * first_loss.abs().clamp(min=1.0))
     if bad.any():
         s = int(bad.nonzero()[0, 0])
         hint = ""
@@ -110,7 +126,8 @@ def _check_divergence(cfg, oracle, alg, loss, first_loss, r) -> None:
             two_over_l = 2.0 / float(oracle.smoothness[s])
             hint = f" vs 2/L = {two_over_l:.4g}"
         raise DivergenceError(
-            f"run diverged at round {r} (seed {cfg.run.seeds[s]}, loss {float(loss[s]):.4g}): "
+            f"run diverged at round {r} (seed {cfg.run.seeds[s]}"
+            + (f", loss {float(loss[s]):.4g}" if loss is not None else ", non-finite parameters") + "): "
             f"step size algorithm.lr = {cfg.algorithm.lr:g}{hint}; lower algorithm.lr")
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from theory_lab.config import build_config
+from theory_lab.checkpoint import config_hash
+from theory_lab.config import build_config, to_dict
+from theory_lab.results import read_results, write_results
 from theory_lab.errors import ConfigError
 from theory_lab.runner import RunResult, run
 
@@ -40,8 +43,13 @@ def grid_points(data: dict) -> list[dict[str, object]]:
     return [{**variant, **combo} for variant in variants for combo in combos]
 
 
-def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = None) -> RunResult:
-    """Run every grid point (command-line overrides apply on top of each point)."""
+def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = None,
+              out_dir: str | Path | None = None, resume: bool = False) -> RunResult:
+    """Run every grid point (command-line overrides apply on top of each point).
+
+    With `out_dir`, each finished point is saved in out_dir/points/NNN/ as it finishes (and
+    checkpointed while it runs when run.checkpoint_every > 0); `resume=True` skips finished
+    points whose config matches and continues an interrupted one from its checkpoint."""
     points = grid_points(data)
     tables, runs = [], []
     start = time.perf_counter()
@@ -49,7 +57,7 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
         point_overrides = [f"{k}={_toml(v)}" for k, v in point.items()]
         cfg = build_config(data, [*point_overrides, *overrides])
         label = f"[{i + 1}/{len(points)}] " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
-        result = run(cfg, progress=progress, label=label)
+        result = _run_point(cfg, Path(out_dir) / "points" / f"{i:03d}" if out_dir else None, resume, progress, label)
         table = result.table
         table.insert(0, "run_id", i)
         for key, value in point.items():
@@ -65,6 +73,20 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
                 "runs": runs, "wall_s": time.perf_counter() - start}
     manifest.pop("constants", None)
     return RunResult(pd.concat(tables, ignore_index=True), manifest, None, None)
+
+
+def _run_point(cfg, point_dir: Path | None, resume: bool, progress, label) -> RunResult:
+    if point_dir is None:
+        return run(cfg, progress=progress, label=label)
+    ckpt = point_dir / "checkpoint"
+    if resume and (point_dir / "results.csv").is_file():
+        table, manifest = read_results(point_dir)
+        if manifest.get("config_hash") == config_hash(to_dict(cfg)):
+            return RunResult(table, manifest, None, None)  # finished before the interruption
+    result = run(cfg, progress=progress, label=label, checkpoint_dir=ckpt,
+                 resume=resume and (ckpt / "meta.json").is_file())
+    write_results(point_dir, result.table, result.manifest)
+    return result
 
 
 def _toml(value) -> str:

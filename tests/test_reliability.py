@@ -1,0 +1,195 @@
+"""Checkpoint and resume (also after SIGKILL), sweeps that skip finished runs, divergence that
+keeps the last good checkpoint, atomic outputs, and peft-loadable safetensors adapters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from theory_lab.cli import main
+from theory_lab.results import METRICS
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SAME = [m for m in METRICS if m != "wall_s"]
+
+SYNTHETIC = """
+[run]
+seeds = [0, 1]
+rounds = {rounds}
+log_every = {log_every}
+checkpoint_every = {every}
+[problem]
+n_clients = 6
+pairs_per_client = 40
+heldout_pairs = 10
+dim = 4
+n_contexts = 6
+heterogeneity = 1.0
+[algorithm]
+name = "{name}"
+local_steps = 2
+participation = {participation}
+q_max = {q_max}
+batch_size = 4
+lr = 1.0
+optimizer = "{optimizer}"
+[topology]
+name = "ring"
+"""
+
+
+def write(tmp_path, name="cfg.toml", **kw):
+    values = dict(rounds=60, log_every=5, every=10, name="feddpo", participation=4, q_max=2, optimizer="adamw")
+    values.update(kw)
+    path = tmp_path / name
+    path.write_text(SYNTHETIC.format(**values))
+    return path
+
+
+def table(out):
+    return pd.read_csv(Path(out) / "results.csv")
+
+
+def kill_after_checkpoint(cmd, out, min_round, timeout=120):
+    """Start `cmd`, SIGKILL it once its checkpoint reaches `min_round`; the run must not have finished."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    meta = Path(out) / "checkpoint" / "meta.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads(meta.read_text())["round"] >= min_round:
+                break
+        except (OSError, ValueError):
+            pass
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (Path(out) / "results.csv").exists(), "killed too late: nothing was interrupted"
+
+
+@pytest.mark.parametrize("name,optimizer", [("feddpo", "adamw"), ("scaffold", "sgd"), ("gradient_tracking", "sgd")])
+def test_resume_in_process_is_bit_identical(tmp_path, name, optimizer):
+    kw = dict(name=name, optimizer=optimizer, q_max=2 if name == "feddpo" else 0,
+              participation=4 if name != "gradient_tracking" else 0)
+    cfg = write(tmp_path, **kw)
+    assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
+    part = tmp_path / "part"  # the same run, then resumed from its last checkpoint (round 50 of 60)
+    assert main(["synthetic", "--config", str(cfg), "--out", str(part), "--quiet"]) == 0
+    assert json.loads((part / "checkpoint" / "meta.json").read_text())["round"] == 50
+    (part / "results.csv").unlink()
+    assert main(["synthetic", "--resume", str(part), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(table(part)[SAME], table(tmp_path / "full")[SAME])
+
+
+def test_sigkill_then_resume_matches_uninterrupted_synthetic(tmp_path):
+    cfg = write(tmp_path, rounds=4000, log_every=200, every=100)
+    assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
+    out = tmp_path / "killed"
+    kill_after_checkpoint([sys.executable, "-m", "theory_lab", "synthetic", "--config", str(cfg), "--out", str(out),
+                           "--quiet"], out, min_round=300)
+    assert main(["synthetic", "--resume", str(out), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(table(out)[SAME], table(tmp_path / "full")[SAME])
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+def test_sigkill_then_resume_matches_uninterrupted_tiny_llm(tmp_path):
+    cfg = tmp_path / "llm.toml"
+    cfg.write_text(f"""track = "llm"
+[run]
+rounds = 40
+log_every = 10
+checkpoint_every = 2
+[llm]
+model = "tiny"
+data_dir = "{DATA}"
+dataset = "imdb-cad"
+n_clients = 3
+pairs_per_client = 6
+heldout_per_client = 4
+max_length = 40
+max_prompt_length = 12
+eval_batch_size = 4
+[algorithm]
+name = "feddpo"
+local_steps = 2
+participation = 2
+batch_size = 2
+optimizer = "adamw"
+lr = 0.01
+""")
+    assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
+    out = tmp_path / "killed"
+    kill_after_checkpoint([sys.executable, "-m", "theory_lab", "llm", "--config", str(cfg), "--out", str(out),
+                           "--quiet"], out, min_round=6)
+    assert main(["llm", "--resume", str(out), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(table(out)[SAME], table(tmp_path / "full")[SAME])
+    # the averaged adapter is a peft directory in safetensors, and loads back
+    from peft import PeftModel
+
+    from llm.model import load_model
+
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    base, _ = load_model("tiny")
+    loaded = PeftModel.from_pretrained(base, str(out / "adapter"))
+    lora_b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (B starts at 0)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
+    cfg = write(tmp_path, rounds=20)
+    out = tmp_path / "o"
+    assert main(["synthetic", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    other = write(tmp_path, "other.toml", rounds=20, q_max=0)
+    assert main(["synthetic", "--config", str(other), "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "different config" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sweep_resume_skips_finished_runs(tmp_path):
+    cfg = write(tmp_path, rounds=20)
+    cfg.write_text(cfg.read_text() + '\n[sweep.grid]\n"algorithm.lr" = [0.5, 1.0]\n')
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    first = table(out)
+    stamp = (out / "points" / "000" / "results.csv").stat().st_mtime_ns
+    (out / "points" / "001" / "results.csv").unlink()  # as if killed during the second run
+    assert main(["sweep", "--config", str(cfg), "--resume", str(out), "--quiet"]) == 0
+    assert (out / "points" / "000" / "results.csv").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(table(out)[SAME], first[SAME])
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    cfg = write(tmp_path, rounds=200, log_every=1, every=1, optimizer="sgd", q_max=0)
+    out = tmp_path / "o"
+    assert main(["synthetic", "--config", str(cfg), "--out", str(out), "--quiet", "--set", "algorithm.lr=1e12",
+                 "--set", "problem.beta=5.0"]) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "2/L" in err
+    meta = json.loads((out / "checkpoint" / "meta.json").read_text())
+    assert meta["round"] >= 0 and f"round {meta['round'] + 1}" in err  # checkpoint = the round before
+
+
+def test_atomic_outputs_keep_the_previous_results_when_a_write_fails(tmp_path, monkeypatch, capsys):
+    cfg = write(tmp_path, rounds=10)
+    out = tmp_path / "o"
+    assert main(["synthetic", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    before = (out / "results.csv").read_bytes()
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    assert main(["synthetic", "--config", str(cfg), "--out", str(out), "--quiet", "--set", "algorithm.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and len(err.strip().splitlines()) == 1
+    assert (out / "results.csv").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind

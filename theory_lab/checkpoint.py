@@ -1,0 +1,94 @@
+"""Checkpoints: everything a run needs to continue bit-identically, written atomically.
+
+A checkpoint is a directory with `state.safetensors` (every tensor of the algorithm: parameter
+stacks, optimizer states, control variates, staleness buffers, the generator's state) and
+`meta.json` (round, step clock, logged records, the config and its hash). Safetensors, not
+pickle: loading a checkpoint someone sends you cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from theory_lab.errors import ConfigError, LabError
+from theory_lab.results import atomic_write, atomic_write_text
+
+STATE, META = "state.safetensors", "meta.json"
+
+
+def config_hash(config: dict) -> str:
+    """Hash of the config that decides the trajectory (logging and checkpoint cadence excluded)."""
+    trajectory = {k: v for k, v in config.items() if k != "run"}
+    run = {k: v for k, v in config.get("run", {}).items() if k not in ("log_every", "checkpoint_every")}
+    text = json.dumps({**trajectory, "run": run}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _tensors(obj, prefix: str, out: dict) -> None:
+    """Collect the tensors an algorithm holds: attributes, lists of tensors, optimizer states."""
+    for name, value in vars(obj).items():
+        key = f"{prefix}{name}"
+        if torch.is_tensor(value):
+            out[key] = value
+        elif isinstance(value, list) and value and all(torch.is_tensor(v) for v in value):
+            out[f"{key}[]"] = torch.stack(value)  # e.g. the staleness buffer (its length varies)
+        elif isinstance(value, dict) and value and all(torch.is_tensor(v) for v in value.values()):
+            for k, v in value.items():
+                out[f"{key}.{k}"] = v
+        elif name == "opt":
+            _tensors(value, f"{key}.", out)
+
+
+def save(directory: str | Path, alg, gen: torch.Generator, round_: int, records: list[dict], config: dict,
+         counters: dict) -> None:
+    directory = Path(directory)
+    tensors: dict[str, torch.Tensor] = {}
+    _tensors(alg, "alg.", tensors)
+    tensors["generator"] = gen.get_state()
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    atomic_write(directory / STATE, lambda tmp: save_file(tensors, tmp))
+    meta = {"round": round_, "t": alg.t, "records": _plain(records), "counters": counters, "config": config,
+            "config_hash": config_hash(config)}
+    atomic_write_text(directory / META, json.dumps(meta) + "\n")
+
+
+def load(directory: str | Path, alg, gen: torch.Generator, config: dict) -> tuple[int, list[dict], dict]:
+    """Restore `alg` and `gen` in place; returns (round, records, counters). Refuses another
+    config's checkpoint."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META).read_text())
+        tensors = load_file(str(directory / STATE))
+    except (OSError, ValueError) as err:
+        raise LabError(f"{directory}: no readable checkpoint ({err})") from None
+    if meta["config_hash"] != config_hash(config):
+        raise ConfigError("--resume", f"{directory} holds a checkpoint of a different config "
+                                      f"(hash {meta['config_hash']}, this config {config_hash(config)})")
+    gen.set_state(tensors.pop("generator"))
+    for key, value in tensors.items():
+        _assign(alg, key.split(".")[1:], value)
+    alg.t = meta["t"]
+    return meta["round"], meta["records"], meta["counters"]
+
+
+def _assign(obj, path: list[str], value: torch.Tensor) -> None:
+    name, rest = path[0], path[1:]
+    if not rest and name.endswith("[]"):
+        setattr(obj, name[:-2], list(value.unbind(0)))
+        return
+    current = getattr(obj, name)
+    if not rest:
+        setattr(obj, name, value.to(current.device) if torch.is_tensor(current) else value)
+    elif isinstance(current, dict):
+        current[rest[0]] = value
+    else:
+        _assign(current, rest, value)
+
+
+def _plain(records: list[dict]) -> list[dict]:
+    return [{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records]
