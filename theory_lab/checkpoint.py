@@ -63,12 +63,15 @@ def load(directory: str | Path, alg, gen: torch.Generator, config: dict) -> tupl
     directory = Path(directory)
     try:
         meta = json.loads((directory / META).read_text())
-        tensors = load_file(str(directory / STATE))
     except (OSError, ValueError) as err:
-        raise LabError(f"{directory}: no readable checkpoint ({err})") from None
-    if meta["config_hash"] != config_hash(config):
+        raise LabError(f"{directory / META}: no readable checkpoint ({err})") from None
+    if meta.get("config_hash") != config_hash(config):
         raise ConfigError("--resume", f"{directory} holds a checkpoint of a different config "
-                                      f"(hash {meta['config_hash']}, this config {config_hash(config)})")
+                                      f"(hash {meta.get('config_hash')}, this config {config_hash(config)})")
+    try:
+        tensors = load_file(str(directory / STATE))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise LabError(f"{directory / STATE}: damaged checkpoint ({err})") from None
     gen.set_state(tensors.pop("generator"))
     for key, value in tensors.items():
         _assign(alg, key.split(".")[1:], value)
