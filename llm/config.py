@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm.personal import PersonalConfig
 from theory_lab.errors import ConfigError
 
 DATASETS = ("hh-rlhf", "imdb-cad", "pandalm", "ultrafeedback")
@@ -37,6 +38,7 @@ class LLMConfig:
     device: str = "auto"
     eval_batch_size: int = 16
     seed: int = 0                   # data sampling and partition
+    personal: PersonalConfig = field(default_factory=PersonalConfig)  # FedPDPO modules (llm/fedpdpo.py)
 
     def validate(self) -> None:
         def need(ok: bool, name: str, message: str) -> None:
@@ -67,6 +69,7 @@ class LLMConfig:
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
              f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         need(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        self.personal.validate()
 
     def resolved_data_dir(self) -> Path:
         """Config field, then $DDPO_DATA_DIR, then ../shared/data beside the project root."""

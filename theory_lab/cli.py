@@ -36,7 +36,7 @@ def _cmd_topology(args) -> None:
         print(f"graph drawn to {args.plot}", file=sys.stderr)
 
 
-def _cmd_run(args) -> None:
+def _cmd_run(args) -> int:
     import json
     from pathlib import Path
 
@@ -68,6 +68,8 @@ def _cmd_run(args) -> None:
             raise ConfigError("--config", "give a config file (or --resume DIR)")
         if cfg.track != args.command:
             raise ConfigError("track", f"the config is for the {cfg.track!r} track; run `theory-lab {cfg.track}`")
+        if args.backend == "torch":
+            return _run_distributed(cfg, args, out, progress)
         if args.resume and not (ckpt / "meta.json").is_file():
             raise ConfigError("--resume", f"{ckpt}: no checkpoint to resume (set run.checkpoint_every > 0)")
         result = run(cfg, progress=progress, resume=bool(args.resume),
@@ -79,6 +81,32 @@ def _cmd_run(args) -> None:
         print(f"adapter: {out / 'adapter'} (peft, safetensors)")
     _summary(result.table)
     print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
+    return 0
+
+
+def _run_distributed(cfg, args, out, progress) -> int:
+    """One rank of `torchrun ... -m theory_lab synthetic|llm --backend torch`: rank 0 writes."""
+    import torch.distributed as dist
+
+    from theory_lab.distributed import init_from_env
+    from theory_lab.errors import ConfigError
+    from theory_lab.results import write_results
+    from theory_lab.runner import run
+
+    if cfg.run.checkpoint_every or args.resume:
+        raise ConfigError("run.checkpoint_every", "checkpoints are not supported with --backend torch yet")
+    init_from_env(args.timeout)
+    try:
+        result = run(cfg, progress=progress, backend="torch", timeout_s=args.timeout)
+        if dist.get_rank() == 0:
+            result.manifest.update(command=" ".join(["theory-lab", *sys.argv[1:]]), world_size=dist.get_world_size())
+            write_results(out, result.table, result.manifest)
+            _summary(result.table)
+            print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return 0
 
 
 def _cmd_verify(args) -> int:
@@ -140,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. algorithm.lr=0.05 (repeatable)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name != "sweep":
+            p.add_argument("--backend", choices=("inprocess", "torch"), default="inprocess",
+                           help="torch: one rank of a torch.distributed group (launch with torchrun)")
+            p.add_argument("--timeout", type=float, default=60.0,
+                           help="seconds before a silent rank is declared lost (--backend torch)")
         p.set_defaults(func=_cmd_run)
     ver = sub.add_parser("verify", help="run the claim registry and write a verification report")
     ver.add_argument("--quick", action="store_true", help="reduced suite (fewer points and rounds)")

@@ -61,15 +61,25 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
 
 
 def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
-        checkpoint_dir: str | Path | None = None, resume: bool = False) -> RunResult:
+        checkpoint_dir: str | Path | None = None, resume: bool = False,
+        backend: str = "inprocess", timeout_s: float = 60.0) -> RunResult:
     """Run one config. With `checkpoint_dir` and run.checkpoint_every = K, the full state is
-    saved every K rounds; `resume=True` continues from the checkpoint there, bit-identically."""
+    saved every K rounds; `resume=True` continues from the checkpoint there, bit-identically.
+    backend="torch": this process is one rank of a torch.distributed group holding a block of
+    the clients (theory_lab.distributed); every rank returns the same table."""
     cfg.validate()
     oracle = make_oracle(cfg)
+    comm = InProcessCommunicator()
+    if backend == "torch":
+        from theory_lab.distributed import ShardedOracle, TorchCommunicator
+
+        comm = TorchCommunicator(oracle.n_clients, timeout_s)
+        oracle = ShardedOracle(oracle, comm.owned)
+        progress = progress if comm.rank == 0 else False
     topology = make_topology(cfg.topology, oracle.n_clients) if cfg.algorithm.decentralized else None
     gen = torch.Generator().manual_seed(cfg.run.seed)
     rounds, config = cfg.run.rounds, to_dict(cfg)
-    alg = make_algorithm(cfg.algorithm, oracle, InProcessCommunicator(), gen, rounds, topology)
+    alg = make_algorithm(cfg.algorithm, oracle, comm, gen, rounds, topology)
 
     records: list[dict] = []
     counters = {"comm_bytes": 0}

@@ -19,11 +19,6 @@ class RoundInfo:
     comm_bytes: int                    # bytes sent this round by one replica
 
 
-def consensus(X: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    """(1/K) sum_i ||X_i - center||^2 for X [S, K, P], center [S, P] -> [S]."""
-    return (X - center.unsqueeze(1)).pow(2).sum(-1).mean(1)
-
-
 class Algorithm:
     """Base: holds the oracle, communicator, optimizer and the generator for algorithm noise."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import Algorithm, RoundInfo, consensus
+from theory_lab.algorithms.base import Algorithm, RoundInfo
 from theory_lab.optim import Optimizer
 
 
@@ -32,12 +32,12 @@ class DecDPO(Algorithm):
 
     def round(self, r: int) -> RoundInfo:
         X, _ = self.local_updates(self.X, None, self.opt, self.cfg.local_steps, scale=self.scale)
-        pre = consensus(X, self.comm.average(X, self.uniform))
+        pre = self.comm.consensus(X, self.comm.average(X, self.uniform))
         W = self.W(r)
         self.X = self.comm.mix(X, W)
         self.opt.communicate(mix=lambda T: self.comm.mix(T, W))
         extra = self.opt.n_state_tensors if self.cfg.state_policy == "average" else 0
-        return RoundInfo(pre, consensus(self.X, self.model()), self.gossip_bytes(r, 1 + extra))
+        return RoundInfo(pre, self.comm.consensus(self.X, self.model()), self.gossip_bytes(r, 1 + extra))
 
     def model(self) -> torch.Tensor:
         return self.comm.average(self.X, self.uniform)
@@ -63,9 +63,9 @@ class GradientTracking(DecDPO):
         W = self.W(r)
         X = self.X - self.lr() * self.Y
         self.t += 1
-        pre = consensus(X, self.comm.average(X, self.uniform))
+        pre = self.comm.consensus(X, self.comm.average(X, self.uniform))
         self.X = self.comm.mix(X, W)
         g = self.stochastic_grad(self.X)
         self.Y = self.comm.mix(self.Y, W) + g - self.g_prev
         self.g_prev = g
-        return RoundInfo(pre, consensus(self.X, self.model()), self.gossip_bytes(r, 2))
+        return RoundInfo(pre, self.comm.consensus(self.X, self.model()), self.gossip_bytes(r, 2))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import Algorithm, RoundInfo, consensus
+from theory_lab.algorithms.base import Algorithm, RoundInfo
 from theory_lab.optim import Optimizer, gather_rows, put_rows
 
 
@@ -53,15 +53,15 @@ class FedDPO(Algorithm):
         start = self.start_models(clients, r)
         w = gather_rows(o.weights, clients)
         X, _ = self.local_updates(start, clients, self.opt, cfg.local_steps, anchor=start)
-        center = self.comm.average(X, w)
+        center = self.comm.average(X, w, clients)
         if cfg.stale_rule == "delta":
-            update = self.comm.average(X - start, w)
+            update = self.comm.average(X - start, w, clients)
         else:
             update = center - self.server
         self.server = self.server + cfg.server_lr * update
         self.history = [self.server, *self.history][: cfg.q_max + 1]
-        self.opt.communicate(average=lambda T: self.comm.average(gather_rows(T, clients), w))
-        return RoundInfo(consensus(X, center), torch.zeros_like(center[:, 0]), self.bytes_per_round())
+        self.opt.communicate(average=lambda T: self.comm.average(gather_rows(T, clients), w, clients))
+        return RoundInfo(self.comm.consensus(X, center, clients), center.new_zeros(center.shape[0]), self.bytes_per_round())
 
     def bytes_per_round(self) -> int:
         """Model down and up for each participant (plus averaged optimizer states)."""
@@ -92,9 +92,9 @@ class Scaffold(FedDPO):
         X, lr_sum = self.local_updates(start, clients, self.opt, cfg.local_steps,
                                        correction=self.c.unsqueeze(1) - c_i, anchor=start)
         c_new = c_i - self.c.unsqueeze(1) + (start - X) / lr_sum
-        center = self.comm.average(X, w)
+        center = self.comm.average(X, w, clients)
         self.server = self.server + cfg.server_lr * (center - self.server)
         # c += sum_{i in S} w_i (c_i+ - c_i) keeps c = sum_i w_i c_i at all times
-        self.c = self.c + self.comm.average(c_new - c_i, w) * w.sum(1, keepdim=True)
+        self.c = self.c + self.comm.average(c_new - c_i, w, clients) * w.sum(1, keepdim=True)
         put_rows(self.c_clients, clients, c_new)
-        return RoundInfo(consensus(X, center), torch.zeros_like(center[:, 0]), 2 * self.bytes_per_round())
+        return RoundInfo(self.comm.consensus(X, center, clients), center.new_zeros(center.shape[0]), 2 * self.bytes_per_round())
