@@ -1,0 +1,549 @@
+"""LLM-track step benchmark: DPO training throughput (pairs/s) and peak memory of our step
+(LLMOracle.grad + AdamW) against TRL's DPOTrainer on the same model, data, LoRA setting and batch,
+and the cost of simulating 10 FedDPO clients against centralized training.
+
+    .venv/bin/python benchmarks/llm_step.py --model tiny --steps 20 --repeats 3          # quick check
+    .venv/bin/python benchmarks/llm_step.py --model smollm2 --steps 8 --repeats 2 --json out.json
+
+Configurations (each runs in its own fresh subprocess, so peak memory never mixes; the parent runs
+them in turn, repeat by repeat, so every configuration of a repeat sees about the same load):
+
+  ours           LLMOracle (one client holding the pool) + theory_lab.optim.Optimizer (AdamW):
+                 per step oracle.grad(X, None, batch) then opt.step. The reference log-probs are
+                 cached once, at oracle construction (setup, not timed).
+  trl-precompute TRL DPOTrainer, precompute_ref_log_probs=True: the reference is computed once
+                 before training too. The like-for-like comparison with ours.
+  trl-per-step   TRL DPOTrainer, precompute_ref_log_probs=False (its default): each step also runs
+                 a no-grad reference forward with the adapters disabled.
+  floor          not a trainer: a bare forward + backward of the same LoRA model on the same batches,
+                 logits at the last position only (no LM head over the responses, no loss, no
+                 optimizer). The transformer body's cost: no DPO step on this model can beat it
+                 without changing the maths, so it bounds any speed-up over TRL.
+  central        theory_lab Centralized (make_algorithm) on a one-client oracle holding the pooled
+                 pairs of the 10 clients: one AdamW step on b pairs per round.
+  fed            theory_lab FedDPO (make_algorithm) on a 10-client oracle, E = 1, full participation
+                 (S = N), AdamW per client (state_policy keep), b pairs per client-step.
+                 Overhead = (fed time per pair) / (central time per pair) - 1.
+
+Same everything: the model comes from llm.model.load_model (GGUF: quantization marker removed),
+LoRA r=8, alpha=16, dropout 0 on q_proj, v_proj (our add_lora for ours; the same peft LoraConfig
+passed as TRL's peft_config), float32 on CPU, no gradient checkpointing, no dropout, sigmoid loss,
+beta 0.2, max_length 64, max_prompt_length 32. The data are hh-rlhf pairs tokenized once by
+llm.data.tokenize_pairs; TRL receives those exact token ids (its own text tokenization is bypassed,
+since TRL >= 1.0 has no max_prompt_length), and TRL's sampler is made sequential so that ours and TRL
+process the very same batches in the same order. The pool holds only pairs whose chosen and rejected
+sequences both fill max_length, so every batch is [2b, 64] tokens and fed/central (which sample at
+random) do identical work per pair.
+
+Timing: time.perf_counter over N steps after W warm-up steps (TRL: from the end of its warm-up step
+to the end of its last step, via a TrainerCallback, so its data loading, optimizer and bookkeeping
+count, as ours do). Memory: the peak resident set (VmHWM) of the worker process, reset through
+/proc/self/clear_refs right after the model is loaded and the data tokenized, so it covers setup
+(reference log-probs) and training; the process-lifetime ru_maxrss (which includes the model load)
+and the RSS after load are reported too. On CUDA, torch.cuda.max_memory_allocated is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ("ours", "trl-precompute", "trl-per-step", "floor", "central", "fed", "paired-trl", "paired-fed")
+PAIRED = ("paired-trl", "paired-fed")
+LORA = dict(r=8, alpha=16.0, dropout=0.0, targets=["q_proj", "v_proj"])
+BETA, MAX_LEN, MAX_PROMPT = 0.2, 64, 32
+
+
+# ----------------------------------------------------------------------------- memory
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")   # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- data
+
+def _pool(tokenizer, n_pairs: int):
+    """The first n_pairs hh-rlhf pairs (file order) whose chosen and rejected rows both fill MAX_LEN."""
+    from llm.data import load_pairs, tokenize_pairs
+
+    data_dir = Path(os.environ.get("DDPO_DATA_DIR", ROOT.parent / "shared" / "data"))
+    pairs = load_pairs("hh-rlhf", data_dir)
+    out = []
+    for start in range(0, len(pairs), 256):
+        chunk = pairs[start:start + 256]
+        tp = tokenize_pairs(chunk, tokenizer, MAX_LEN, MAX_PROMPT)
+        lens = tp.attention_mask.sum(1)
+        n = tp.n_pairs
+        out += [p for i, p in enumerate(chunk) if lens[i] == MAX_LEN and lens[n + i] == MAX_LEN]
+        if len(out) >= n_pairs:
+            return out[:n_pairs]
+    raise SystemExit(f"only {len(out)} full-length hh-rlhf pairs, need {n_pairs}")
+
+
+def _tok(pairs, tokenizer):
+    from llm.data import tokenize_pairs
+
+    return tokenize_pairs(pairs, tokenizer, MAX_LEN, MAX_PROMPT)
+
+
+# ----------------------------------------------------------------------------- workers
+
+def _alg_cfg(name: str, b: int):
+    from theory_lab.config import AlgorithmConfig
+
+    cfg = AlgorithmConfig(name=name, local_steps=1, batch_size=b, lr=1e-4, optimizer="adamw",
+                          weight_decay=0.0, state_policy="keep")
+    cfg.validate()
+    return cfg
+
+
+def _oracle(model, tokenizer, train_sets, heldout_sets, device, lora: bool = True):
+    from llm.model import add_lora
+    from llm.oracle import LLMOracle
+
+    if lora:
+        model = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"], LORA["targets"], seed=0)
+    return LLMOracle(model, [_tok(p, tokenizer) for p in train_sets], [_tok(p, tokenizer) for p in heldout_sets],
+                     BETA, "sigmoid", eval_batch_size=16, device=device)
+
+
+def _sync(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class _Ours:
+    """Our step: oracle.grad on batch k (pairs k·b .. k·b+b-1, TRL's sequential batches) + AdamW."""
+
+    def __init__(self, model, tokenizer, pool, a, device):
+        from theory_lab.optim import Optimizer
+
+        self.b, self.device = a.batch, device
+        self.oracle = _oracle(model, tokenizer, [pool[: (a.warmup + a.steps) * a.batch]], [pool[-1:]], device)
+        self.opt = Optimizer(_alg_cfg("centralized", a.batch), 1, 1, self.oracle.dim, self.oracle.dtype)
+        self.X = self.oracle.init_params().unsqueeze(1)   # [1 seed, 1 client, P]
+
+    def step(self, k: int) -> None:
+        import torch
+
+        batch = torch.arange(k * self.b, (k + 1) * self.b).view(1, 1, self.b)
+        self.X = self.opt.step(self.X, self.oracle.grad(self.X, None, batch), 1e-4)
+        _sync(self.device)
+
+
+def run_ours(model, tokenizer, pool, a, device):
+    b, W, N = a.batch, a.warmup, a.steps
+    ours = _Ours(model, tokenizer, pool, a, device)
+    times = []
+    for k in range(W + N):
+        ours.step(k)
+        times.append(time.perf_counter())
+    return times[-1] - times[W - 1], N * b
+
+
+def run_floor(model, tokenizer, pool, a, device):
+    import torch
+
+    from llm.model import add_lora
+
+    b, W, N = a.batch, a.warmup, a.steps
+    model = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"], LORA["targets"], seed=0)
+    tp = _tok(pool[: (W + N) * b], tokenizer).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    times = []
+    for k in range(W + N):
+        idx = torch.arange(k * b, (k + 1) * b)
+        rows = torch.cat([idx, idx + tp.n_pairs]).to(tp.input_ids.device)
+        out = model(input_ids=tp.input_ids[rows], attention_mask=tp.attention_mask[rows], use_cache=False,
+                    logits_to_keep=1).logits
+        out.float().sum().backward()
+        for p in params:
+            p.grad = None
+        _sync(device)
+        times.append(time.perf_counter())
+    return times[-1] - times[W - 1], N * b
+
+
+def _trl_trainer(model, tokenizer, pool, a, device, precompute: bool, callback):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from torch.utils.data import SequentialSampler
+    from trl import DPOConfig, DPOTrainer
+
+    b, W, N = a.batch, a.warmup, a.steps
+    tp = _tok(pool[: (W + N) * b], tokenizer)
+    n, rows = tp.n_pairs, []
+    for i in range(n):   # our exact token ids: prompt (shared), chosen and rejected responses
+        c, r = tp.input_ids[i].tolist(), tp.input_ids[n + i].tolist()
+        cm, rm = tp.response_mask[i].tolist(), tp.response_mask[n + i].tolist()
+        pl = cm.index(True)
+        assert rm.index(True) == pl and c[:pl] == r[:pl]
+        ca, ra = int(tp.attention_mask[i].sum()), int(tp.attention_mask[n + i].sum())
+        rows.append({"prompt_ids": c[:pl], "chosen_ids": c[pl:ca], "rejected_ids": r[pl:ra]})
+    dataset = Dataset.from_list(rows)
+
+    class Trainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, *args, **kwargs):   # already tokenized, by llm.data
+            return dataset
+
+        def _get_train_sampler(self, *args, **kwargs):          # same batch order as ours
+            return SequentialSampler(self.train_dataset)
+
+    cuda = str(device).startswith("cuda")
+    out = tempfile.mkdtemp(prefix="llm_step_trl_")
+    args = DPOConfig(output_dir=out, per_device_train_batch_size=b, max_steps=W + N, max_length=MAX_LEN,
+                     beta=BETA, loss_type=["sigmoid"], learning_rate=1e-4, gradient_checkpointing=False,
+                     bf16=cuda, use_cpu=not cuda, report_to="none", save_strategy="no", logging_steps=10**9,
+                     disable_tqdm=True, precompute_ref_log_probs=precompute, disable_dropout=True,
+                     dataloader_num_workers=0, seed=0)
+    peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                             target_modules=list(LORA["targets"]), bias="none", task_type="CAUSAL_LM")
+    return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                   callbacks=[callback], peft_config=peft_config)
+
+
+def run_trl(model, tokenizer, pool, a, device, precompute: bool):
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.times = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            self.times.append(time.perf_counter())
+
+    clock = Clock()
+    _trl_trainer(model, tokenizer, pool, a, device, precompute, clock).train()
+    W, N = a.warmup, a.steps
+    assert len(clock.times) == W + N, clock.times
+    return clock.times[-1] - clock.times[W - 1], N * a.batch
+
+
+def run_paired_trl(model_trl, model_ours, tokenizer, pool, a, device) -> dict:
+    """TRL (precompute_ref_log_probs=True) and ours in one process, alternating step by step on the
+    same batch k, each on its own copy of the model: both see the same load at the same moment.
+    TRL step k = from the end of our step k-1 to TRL's on_step_end k (its data loading, optimizer
+    and bookkeeping included); our step k = what our step k takes inside that callback."""
+    from transformers import TrainerCallback
+
+    ours = _Ours(model_ours, tokenizer, pool, a, device)
+
+    class PairClock(TrainerCallback):
+        def __init__(self):
+            self.trl, self.ours, self.last = [], [], None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            t = time.perf_counter()
+            if self.last is not None:
+                self.trl.append(t - self.last)        # TRL step global_step-1 (from step 1 on)
+            ours.step(state.global_step - 1)          # our step on the same batch
+            self.last = time.perf_counter()
+            self.ours.append(self.last - t)
+
+    clock = PairClock()
+    _trl_trainer(model_trl, tokenizer, pool, a, device, True, clock).train()
+    # clock.trl[i] is TRL step i+1, clock.ours[j] our step j: keep steps W .. W+N-1 of both
+    W = max(a.warmup, 1)
+    trl_t, ours_t = clock.trl[W - 1:], clock.ours[W:]
+    assert len(trl_t) == len(ours_t) == a.steps, (len(trl_t), len(ours_t))
+    return {"trl_step_s": trl_t, "ours_step_s": ours_t,
+            "step_ratios": [t / o for t, o in zip(trl_t, ours_t)],
+            "ratio": sum(trl_t) / sum(ours_t),          # ours ÷ TRL throughput
+            "pairs_per_s": len(ours_t) * a.batch / sum(ours_t),
+            "trl_pairs_per_s": len(trl_t) * a.batch / sum(trl_t), "pairs": len(ours_t) * a.batch}
+
+
+def run_fedcentral(model, tokenizer, pool, a, device, which: str):
+    import torch
+
+    from theory_lab.algorithms import make_algorithm
+    from theory_lab.communicator import InProcessCommunicator
+
+    b, K, W = a.batch, a.clients, a.warmup
+    per = a.pairs_per_client
+    clients = [pool[i * per:(i + 1) * per] for i in range(K)]
+    heldout = [[p] for p in pool[K * per:K * per + K]]
+    rounds = max(1, math.ceil(a.steps / K))        # FedDPO rounds timed: K·b pairs each
+    if which == "fed":
+        oracle = _oracle(model, tokenizer, clients, heldout, device)
+        alg = make_algorithm(_alg_cfg("feddpo", b), oracle, InProcessCommunicator(), torch.Generator().manual_seed(0), 10**6)
+        n_rounds, pairs = rounds, rounds * K * b
+    else:
+        oracle = _oracle(model, tokenizer, [[p for c in clients for p in c]], [[h[0] for h in heldout]], device)
+        alg = make_algorithm(_alg_cfg("centralized", b), oracle, InProcessCommunicator(), torch.Generator().manual_seed(0), 10**6)
+        n_rounds, pairs = rounds * K, rounds * K * b   # the same number of b-pair gradient steps
+    gen = torch.Generator().manual_seed(1)
+    X0 = oracle.init_params()
+    for _ in range(W):                               # warm-up: plain oracle steps (not alg rounds)
+        oracle.grad(X0.unsqueeze(1), torch.zeros(1, 1, dtype=torch.long), oracle.sample_batch(gen, b))
+    _sync(device)
+    t0 = time.perf_counter()
+    for r in range(n_rounds):
+        alg.round(r)
+    _sync(device)
+    return time.perf_counter() - t0, pairs
+
+
+def run_paired_fed(model, tokenizer, pool, a, device) -> dict:
+    """FedDPO (10-client oracle) and Centralized (one-client oracle, pooled pairs) on one shared LoRA
+    model in one process (each oracle loads its own parameters before every forward), alternating
+    one FedDPO round (K·b pairs) with K centralized steps (K·b pairs), the order swapped each round."""
+    import torch
+
+    from llm.model import add_lora
+    from theory_lab.algorithms import make_algorithm
+    from theory_lab.communicator import InProcessCommunicator
+
+    b, K, W = a.batch, a.clients, a.warmup
+    per = a.pairs_per_client
+    clients = [pool[i * per:(i + 1) * per] for i in range(K)]
+    heldout = [[p] for p in pool[K * per:K * per + K]]
+    peft = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"], LORA["targets"], seed=0)
+    fo = _oracle(peft, tokenizer, clients, heldout, device, lora=False)
+    co = _oracle(peft, tokenizer, [[p for c in clients for p in c]], [[h[0] for h in heldout]], device, lora=False)
+    fed = make_algorithm(_alg_cfg("feddpo", b), fo, InProcessCommunicator(), torch.Generator().manual_seed(0), 10**6)
+    cen = make_algorithm(_alg_cfg("centralized", b), co, InProcessCommunicator(), torch.Generator().manual_seed(0), 10**6)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(W):
+        fo.grad(fo.init_params().unsqueeze(1), torch.zeros(1, 1, dtype=torch.long), fo.sample_batch(gen, b))
+    rounds = max(2, math.ceil(a.steps / K))
+    fed_t, cen_t = [], []
+    for r in range(rounds):
+        for which in (("fed", "cen") if r % 2 == 0 else ("cen", "fed")):
+            _sync(device)
+            t0 = time.perf_counter()
+            if which == "fed":
+                fed.round(r)
+            else:
+                for j in range(K):
+                    cen.round(r * K + j)
+            _sync(device)
+            (fed_t if which == "fed" else cen_t).append(time.perf_counter() - t0)
+    return {"fed_round_s": fed_t, "central_K_steps_s": cen_t,
+            "block_overheads": [f / c - 1 for f, c in zip(fed_t, cen_t)],
+            "overhead": sum(fed_t) / sum(cen_t) - 1,
+            "pairs_per_s": rounds * K * b / sum(fed_t), "central_pairs_per_s": rounds * K * b / sum(cen_t),
+            "pairs": rounds * K * b}
+
+
+def worker(a) -> dict:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from llm.model import load_model, resolve_device
+
+    device = resolve_device(a.device)
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(a.model, "auto", device)
+    load_s = time.perf_counter() - t0
+    need = max((a.warmup + a.steps) * a.batch, a.clients * a.pairs_per_client + a.clients) + 1
+    pool = _pool(tokenizer, need)
+    rss_load = _status_kb("VmRSS")
+    reset_ok = _reset_peak()
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t1 = time.perf_counter()
+    paired = None
+    if a.worker == "paired-trl":
+        model_ours, _ = load_model(a.model, "auto", device)
+        paired = run_paired_trl(model, model_ours, tokenizer, pool, a, device)
+    elif a.worker == "paired-fed":
+        paired = run_paired_fed(model, tokenizer, pool, a, device)
+    elif a.worker == "ours":
+        elapsed, pairs = run_ours(model, tokenizer, pool, a, device)
+    elif a.worker == "floor":
+        elapsed, pairs = run_floor(model, tokenizer, pool, a, device)
+    elif a.worker.startswith("trl"):
+        elapsed, pairs = run_trl(model, tokenizer, pool, a, device, precompute=a.worker == "trl-precompute")
+    else:
+        elapsed, pairs = run_fedcentral(model, tokenizer, pool, a, device, a.worker)
+    total_s = time.perf_counter() - t1
+    if paired is not None:   # timing only: its memory mixes two set-ups
+        return {"config": a.worker, "model": a.model, "device": str(device), "threads": a.threads,
+                "load_s": load_s, "setup_and_run_s": total_s, "peak_rss_mb": _status_kb("VmHWM") / 1024,
+                "rss_after_load_mb": rss_load / 1024, **paired}
+    res = {
+        "config": a.worker, "model": a.model, "device": str(device), "threads": a.threads,
+        "pairs": pairs, "seconds": elapsed, "pairs_per_s": pairs / elapsed,
+        "tokens_per_s": pairs * 2 * MAX_LEN / elapsed, "ms_per_pair": 1e3 * elapsed / pairs,
+        "load_s": load_s, "setup_and_run_s": total_s,
+        "rss_after_load_mb": rss_load / 1024,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024 if reset_ok else None,   # since the reset: setup + training
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,   # process lifetime
+    }
+    if str(device).startswith("cuda"):
+        res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return res
+
+
+# ----------------------------------------------------------------------------- parent
+
+def _run_worker(config: str, a) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--model", a.model,
+           "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch),
+           "--clients", str(a.clients), "--pairs-per-client", str(a.pairs_per_client),
+           "--threads", str(a.threads), "--device", a.device]
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TQDM_DISABLE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    load0 = os.getloadavg()[0]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    load1 = os.getloadavg()[0]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"worker {config} failed (exit {proc.returncode})")
+    res = json.loads(lines[-1][len("RESULT "):])
+    res["loadavg_1min"] = [load0, load1]
+    return res
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(runs: list[list[dict]], a) -> tuple[str, dict]:
+    by = {c: [rep[c] for rep in runs if c in rep] for c in a.configs}
+    by = {c: rs for c, rs in by.items() if len(rs) == len(runs)}
+    paired = {c: by.pop(c) for c in PAIRED if c in by}
+    med = {c: {k: _median([r[k] for r in rs]) for k in ("pairs_per_s", "tokens_per_s", "ms_per_pair",
+                                                           "peak_rss_mb", "maxrss_mb", "rss_after_load_mb")}
+           for c, rs in by.items() if rs}
+    lines = ["| configuration | pairs/s | tokens/s | ms/pair | peak RSS, setup+training (MB) | process max RSS (MB) | RSS after load (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for c, m in med.items():
+        lines.append(f"| {c} | {m['pairs_per_s']:.3g} | {m['tokens_per_s']:.4g} | {m['ms_per_pair']:.4g} | "
+                     f"{m['peak_rss_mb']:.0f} | {m['maxrss_mb']:.0f} | {m['rss_after_load_mb']:.0f} |")
+    ratios = {}
+
+    spread = {}
+
+    def per_repeat(f):
+        vals = [f(rep) for rep in runs]
+        spread[f] = (min(vals), max(vals))
+        return _median(vals)
+
+    lines += ["", "| ratio (per repeat: median [min–max]) | value | target |", "|---|---|---|"]
+
+    def row(label, f, fmt, target, key):
+        v = per_repeat(f)
+        lo, hi = spread[f]
+        ratios[key] = v
+        ratios[key + "_range"] = [lo, hi]
+        lines.append(f"| {label} | {fmt(v)} [{fmt(lo)} – {fmt(hi)}] | {target} |")
+
+    times, pct, mb = (lambda v: f"{v:.2f}×"), (lambda v: f"{100 * v:+.1f}%"), (lambda v: f"{v:+.0f} MB")
+    for trl in ("trl-precompute", "trl-per-step"):
+        if "ours" in by and trl in by:
+            row(f"ours ÷ {trl}, throughput", lambda rep, t=trl: rep["ours"]["pairs_per_s"] / rep[t]["pairs_per_s"],
+                times, "≥ 1.5×", f"ours_over_{trl}")
+            row(f"ours − {trl}, peak RSS", lambda rep, t=trl: rep["ours"]["peak_rss_mb"] - rep[t]["peak_rss_mb"],
+                mb, "≤ 0", f"ours_minus_{trl}_peak_mb")
+    if "floor" in by and "trl-precompute" in by:
+        row("floor ÷ trl-precompute, throughput (bound on a same-maths speed-up)",
+            lambda rep: rep["floor"]["pairs_per_s"] / rep["trl-precompute"]["pairs_per_s"], times, "—",
+            "floor_over_trl-precompute")
+    if "floor" in by and "ours" in by:
+        row("ours ÷ floor, throughput", lambda rep: rep["ours"]["pairs_per_s"] / rep["floor"]["pairs_per_s"],
+            times, "—", "ours_over_floor")
+    if "fed" in by and "central" in by:
+        row(f"fed ({a.clients} clients) ÷ central, time per pair − 1",
+            lambda rep: rep["fed"]["ms_per_pair"] / rep["central"]["ms_per_pair"] - 1, pct, "≤ +5%", "fed_overhead")
+        row("fed − central, peak RSS", lambda rep: rep["fed"]["peak_rss_mb"] - rep["central"]["peak_rss_mb"],
+            mb, "order of LoRA + optimizer state", "fed_minus_central_peak_mb")
+    if "paired-trl" in paired:
+        row("paired, one process step by step: ours ÷ trl-precompute, throughput",
+            lambda rep: rep["paired-trl"]["ratio"], times, "≥ 1.5×", "paired_ours_over_trl-precompute")
+        steps = [x for r in paired["paired-trl"] for x in r["step_ratios"]]
+        lines.append(f"| (paired: per-step ratios, all repeats) | median {_median(steps):.2f}× "
+                     f"[{min(steps):.2f}× – {max(steps):.2f}×], {len(steps)} steps | |")
+    if "paired-fed" in paired:
+        row(f"paired, one process round by round: fed ({a.clients} clients) ÷ central, time per pair − 1",
+            lambda rep: rep["paired-fed"]["overhead"], pct, "≤ +5%", "paired_fed_overhead")
+        blocks = [x for r in paired["paired-fed"] for x in r["block_overheads"]]
+        lines.append(f"| (paired: per-round overheads, all repeats) | median {100 * _median(blocks):+.1f}% "
+                     f"[{100 * min(blocks):+.1f}% – {100 * max(blocks):+.1f}%], {len(blocks)} rounds | |")
+    return "\n".join(lines), {"medians": med, "ratios": ratios}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
+    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (FedDPO: ceil(steps/clients) rounds)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4, help="pairs per step (per client-step for fed)")
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--pairs-per-client", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (1 is steadiest on shared cores)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
+    p.add_argument("--json", default=None)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--from-json", default=None, help="print the tables of a saved --json file and exit")
+    a = p.parse_args(argv)
+    if a.from_json:
+        saved = json.loads(Path(a.from_json).read_text())
+        a.configs, a.clients = saved["args"]["configs"], saved["args"]["clients"]
+        print(saved["header"] + "\n\n" + summarize(saved["runs"], a)[0])
+        return
+    if a.worker:
+        print("RESULT " + json.dumps(worker(a)), flush=True)
+        return
+    a.configs = [c.strip() for c in a.configs.split(",") if c.strip()]
+    unknown = set(a.configs) - set(CONFIGS)
+    if unknown:
+        p.error(f"unknown configs {sorted(unknown)}")
+    runs = []
+    for rep in range(a.repeats):
+        order = a.configs if rep % 2 == 0 else a.configs[::-1]   # alternate the order: no config always runs first
+        results = {}
+        for c in order:
+            results[c] = r = _run_worker(c, a)
+            print(f"repeat {rep}: {c:15s} {r['pairs_per_s']:8.3g} pairs/s  peak {r['peak_rss_mb']:.0f} MB  "
+                  f"load {r['loadavg_1min'][0]:.2f}->{r['loadavg_1min'][1]:.2f}", file=sys.stderr, flush=True)
+        runs.append(results)
+    table, summary = summarize(runs, a)
+    import torch
+    header = (f"model {a.model}, batch {a.batch} pairs, max_length {MAX_LEN}, steps {a.steps} after {a.warmup} warm-up, "
+              f"{a.repeats} repeats, torch threads {a.threads}, device {runs[0][a.configs[0]]['device']}, "
+              f"torch {torch.__version__}, {platform.processor() or platform.machine()} nproc {os.cpu_count()}, "
+              f"load average during runs {min(min(r['loadavg_1min']) for rep in runs for r in rep.values()):.2f}–"
+              f"{max(max(r['loadavg_1min']) for rep in runs for r in rep.values()):.2f}")
+    print(header + "\n\n" + table)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": {k: v for k, v in vars(a).items() if k != "worker"},
+                                            "header": header, "runs": runs, **summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
