@@ -24,6 +24,10 @@ them in turn, repeat by repeat, so every configuration of a repeat sees about th
   fed            theory_lab FedDPO (make_algorithm) on a 10-client oracle, E = 1, full participation
                  (S = N), AdamW per client (state_policy keep), b pairs per client-step.
                  Overhead = (fed time per pair) / (central time per pair) - 1.
+  paired-trl     trl-precompute and ours in one process, alternating step by step on the same
+                 batch (each on its own model copy): the steadiest ratio on a shared machine.
+  paired-fed     fed and central in one process on one shared LoRA model, one FedDPO round
+                 against K centralized steps, alternating. Paired runs report timings only.
 
 Same everything: the model comes from llm.model.load_model (GGUF: quantization marker removed),
 LoRA r=8, alpha=16, dropout 0 on q_proj, v_proj (our add_lora for ours; the same peft LoraConfig
@@ -523,6 +527,14 @@ def main(argv=None) -> None:
     unknown = set(a.configs) - set(CONFIGS)
     if unknown:
         p.error(f"unknown configs {sorted(unknown)}")
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ("trl", "datasets")):
+        dropped = [c for c in a.configs if "trl" in c]
+        a.configs = [c for c in a.configs if "trl" not in c]
+        if dropped:
+            print(f"TRL is not installed (.venv/bin/pip install trl): skipping {', '.join(dropped)}", file=sys.stderr)
+        if not a.configs:
+            raise SystemExit("nothing left to run")
     runs = []
     for rep in range(a.repeats):
         order = a.configs if rep % 2 == 0 else a.configs[::-1]   # alternate the order: no config always runs first
