@@ -23,21 +23,12 @@ from typing import Callable
 import pandas as pd
 
 from theory_lab.config import read_toml
-from theory_lab.results import atomic_write, atomic_write_text
+from theory_lab.results import atomic_write, atomic_write_text, jsonable
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "synthetic"
 CACHE_VERSION = 1  # bump when what a cached table means changes
 SIZES = ("full", "quick", "tiny")
 ROUNDS = {"full": None, "quick": 120, "tiny": 12}  # None: the config's own
-
-
-def _jsonable(value):
-    """numpy / torch values and paths as JSON (for hashing and manifests)."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def paper_config(name: str) -> dict:
@@ -48,7 +39,7 @@ def paper_config(name: str) -> dict:
 def config_hash(data) -> str:
     """sha256 of the canonical JSON of a config (sorted keys, no whitespace)."""
     text = json.dumps({"v": CACHE_VERSION, "config": data}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True, default=_jsonable)
+                      ensure_ascii=True, default=jsonable)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -105,8 +96,8 @@ class Lab:
             res = run_sweep(data, progress=False)
             manifest = {**res.manifest, "figure_config": data, "config_hash": key}
             atomic_write(csv, lambda tmp: res.table.to_csv(tmp, index=False))
-            atomic_write_text(meta, json.dumps(manifest, indent=1, default=_jsonable) + "\n")
-            out = res.table, json.loads(json.dumps(manifest, default=_jsonable))
+            atomic_write_text(meta, json.dumps(manifest, indent=1, default=jsonable) + "\n")
+            out = res.table, json.loads(json.dumps(manifest, default=jsonable))
         self._memo[key] = out
         return out
 
@@ -118,8 +109,8 @@ class Lab:
             self.hits += 1
             return json.loads(path.read_text())["value"]
         self.runs += 1
-        value = json.loads(json.dumps(compute(), default=_jsonable))
-        atomic_write_text(path, json.dumps({"key": key, "value": value}, default=_jsonable) + "\n")
+        value = json.loads(json.dumps(compute(), default=jsonable))
+        atomic_write_text(path, json.dumps({"key": key, "value": value}, default=jsonable) + "\n")
         return value
 
 

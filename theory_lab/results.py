@@ -63,7 +63,7 @@ def provenance() -> dict:
 def write_results(out_dir: str | Path, table: pd.DataFrame, manifest: dict) -> Path:
     out = Path(out_dir)
     atomic_write(out / TABLE, lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=jsonable) + "\n")
     return out
 
 
@@ -75,7 +75,8 @@ def read_results(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(out / TABLE), manifest
 
 
-def _jsonable(value):
+def jsonable(value):
+    """numpy / torch values and paths as JSON (`json.dumps(..., default=jsonable)`)."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):
