@@ -1,6 +1,7 @@
 """DPO on sequences: response log-probabilities, the DPO losses and TRL-named metrics.
 
-    log π(y|x) = Σ_{t in response} log p(token_t | tokens_<t)        (sequence_logps)
+    log π(y|x) = Σ_{t in response} log p(token_t | tokens_<t)        (sequence_logps; for pairs
+                 sharing a prompt, shared_prompt_logps runs the prompt once for both responses)
     logits     = (log π_c − log π_r) − (log ref_c − log ref_r)
     sigmoid:  −log σ(β·logits)      ipo: (logits − 1/(2β))²      hinge: relu(1 − β·logits)
     rewards   = β (log π − log ref), detached
@@ -19,15 +20,23 @@ import torch.nn.functional as F
 from theory_lab.errors import ConfigError
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-_ACCEPTS_LOGITS_TO_KEEP: dict[type, bool] = {}
+_ACCEPTS: dict[tuple[type, str], bool] = {}
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def _accepts(model, arg: str) -> bool:
+    """Whether the (base) model's forward takes keyword `arg`."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kind = type(base)
-    if kind not in _ACCEPTS_LOGITS_TO_KEEP:
-        _ACCEPTS_LOGITS_TO_KEEP[kind] = "logits_to_keep" in inspect.signature(base.forward).parameters
-    return _ACCEPTS_LOGITS_TO_KEEP[kind]
+    key = (type(base), arg)
+    if key not in _ACCEPTS:
+        _ACCEPTS[key] = arg in inspect.signature(base.forward).parameters
+    return _ACCEPTS[key]
+
+
+def _masked_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[rows]: Σ over positions where mask is True of log softmax(logits)[target], in >= float32."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return torch.where(mask, token_logps, torch.zeros_like(token_logps)).sum(-1)
 
 
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -48,14 +57,75 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     start = int(scored[0]) + 1 if len(scored) else T - 1   # first target position
     kwargs = {"use_cache": False}
     keep = T - start + 1                                     # logits at positions start-1 .. T-1
-    if _accepts_logits_to_keep(model):
+    if _accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = keep
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs).logits
     logits = logits[:, -keep:-1]                             # positions start-1 .. T-2
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    targets = input_ids[:, start:]
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    return torch.where(response_mask[:, start:], token_logps, torch.zeros_like(token_logps)).sum(-1)
+    return _masked_logps(logits, input_ids[:, start:], response_mask[:, start:])
+
+
+def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected log-probs [b] each of 2b rows (the b chosen rows, then the b rejected
+    rows of the same pairs): sequence_logps of those rows, with each pair's prompt run once
+    (prefix sharing; a pair then costs p + r_c + r_r body tokens instead of 2p + r_c + r_r).
+
+    1. The b prompts (the first P columns of the chosen rows, masked past each prompt's own
+       length p) run with use_cache=True; only the logits at each prompt's last position are
+       kept: they score the first response token of both sides.
+    2. The KV cache is repeated for the two sides (an indexing op: gradients flow back through it
+       into the prompt's LoRA parameters, summed over both sides).
+    3. The 2b responses run on that cache, at positions p .. p+r-1; the attention mask is the
+       prompt's mask (its padding columns masked) followed by the response's. A response's last
+       token predicts nothing, so the last response column is not fed.
+
+    Needs rows laid out as llm.data.tokenize_pairs makes them: [prompt (>= 1 token), response,
+    right padding], chosen and rejected prompts the same token ids, and a model taking
+    past_key_values. Anything else falls back to sequence_logps on the full rows (same values)."""
+    rows, T = input_ids.shape
+    b, dev = rows // 2, input_ids.device
+
+    def fallback():
+        logps = sequence_logps(model, input_ids, attention_mask, response_mask)
+        return logps[:b], logps[b:]
+
+    if rows == 0 or rows % 2 or not _accepts(model, "past_key_values"):
+        return fallback()
+    att = attention_mask.bool()
+    resp = response_mask.to(torch.bool) & att
+    length, p = att.sum(1), (att & ~resp).sum(1)            # row and prompt lengths [2b]
+    col = torch.arange(T, device=dev)
+    layout = (att == (col < length[:, None])) & (resp == (att & (col >= p[:, None])))
+    same_prompt = (input_ids[:b] == input_ids[b:]) | (col >= p[:b, None])
+    ok = layout.all() & same_prompt.all() & (p[:b] == p[b:]).all() & (p >= 1).all()
+    ok, P, p_min, R = torch.stack([ok.long(), p.max(), p.min(), (length - p).max()]).tolist()   # one sync
+    if not ok or R < 1:
+        return fallback()
+    # 1. prompts, with logits at positions p_min-1 .. P-1 (each row needs only its own p-1)
+    keep = P - p_min + 1
+    kwargs = {"logits_to_keep": keep} if _accepts(model, "logits_to_keep") else {}
+    prompt_mask = (col[:P] < p[:b, None]).long()   # columns p .. P-1 of a chosen row may hold its response: masked
+    out = model(input_ids=input_ids[:b, :P], attention_mask=prompt_mask,
+                position_ids=col[:P].expand(b, -1), use_cache=True, **kwargs)
+    cache = out.past_key_values
+    if not hasattr(cache, "batch_select_indices"):
+        return fallback()
+    last = (p[:b] - 1 - (P - keep)).view(b, 1, 1)
+    first = out.logits[:, -keep:].gather(1, last.expand(-1, -1, out.logits.shape[-1]))   # [b, 1, V]
+    # response tokens, left-aligned [2b, R]: column j is row position p + j
+    j = torch.arange(R, device=dev)
+    resp_ids = input_ids.gather(1, (p[:, None] + j).clamp_(max=T - 1))
+    resp_mask = j < (length - p)[:, None]
+    logps = _masked_logps(first.repeat(2, 1, 1), resp_ids[:, :1], resp_mask[:, :1])
+    if R > 1:
+        # 2. one copy of each prompt's cache per side, in row order (chosen rows, then rejected)
+        cache.batch_select_indices(torch.arange(b, device=dev).repeat(2))
+        # 3. responses; the mask's prompt columns keep the prompt padding masked
+        mask = torch.cat([prompt_mask.repeat(2, 1), resp_mask[:, :R - 1].long()], 1)
+        logits = model(input_ids=resp_ids[:, :R - 1], attention_mask=mask, position_ids=p[:, None] + j[:R - 1],
+                       past_key_values=cache, use_cache=True).logits                  # predict columns 1 .. R-1
+        logps = logps + _masked_logps(logits, resp_ids[:, 1:], resp_mask[:, 1:])
+    return logps[:b], logps[b:]
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,

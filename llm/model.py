@@ -12,6 +12,8 @@ from explicit generators (the constructors' own global-RNG draws run inside `for
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib.util
 import warnings
 from pathlib import Path
@@ -65,9 +67,36 @@ def locate_smollm2() -> Path:
     return files[0]
 
 
+_LOADED: dict | None = None  # inside reuse_loaded_models(): (spec, dtype, device) -> (model, tokenizer)
+
+
+@contextlib.contextmanager
+def reuse_loaded_models():
+    """Inside this block load_model loads each (spec, dtype, device) once and returns deep copies
+    of it (SmolLM2's GGUF de-quantization costs ~20 s a run): for many short runs in one process.
+    A copy is the model a fresh load gives, so runs are unchanged (add_lora wraps the copy)."""
+    global _LOADED
+    outer = _LOADED
+    _LOADED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _LOADED = outer
+
+
 def load_model(spec: str, dtype: str = "auto", device: str = "cpu"):
     """(model, tokenizer) for "smollm2", "tiny", a Hugging Face id / local directory, or a .gguf
     path. The model is in eval mode, on `device`, in `dtype` ("auto": bf16 on CUDA, else fp32)."""
+    if _LOADED is not None:
+        key = (spec, dtype, device)
+        if key not in _LOADED:
+            _LOADED[key] = _load(spec, dtype, device)
+        model, tokenizer = _LOADED[key]
+        return copy.deepcopy(model), tokenizer
+    return _load(spec, dtype, device)
+
+
+def _load(spec: str, dtype: str, device: str):
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if spec == "tiny":

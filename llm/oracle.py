@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from llm.dpo import LOSS_TYPES, dpo_loss, sequence_logps
+from llm.dpo import LOSS_TYPES, dpo_loss, shared_prompt_logps
 from llm.model import add_lora, load_model, resolve_device, set_trainable_vector, trainable_parameters
 from theory_lab.errors import ConfigError
 
@@ -85,9 +85,8 @@ class LLMOracle:
         return idx.split(self.eval_batch_size)
 
     def _policy_logps(self, tp, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chosen and rejected log-probs [b] each, in one forward pass."""
-        logps = sequence_logps(self.model, *_rows(tp, idx))
-        return logps[: len(idx)], logps[len(idx):]
+        """Chosen and rejected log-probs [b] each; each pair's prompt is run once for both."""
+        return shared_prompt_logps(self.model, *_rows(tp, idx))
 
     @torch.no_grad()
     def _reference(self, tp) -> torch.Tensor:

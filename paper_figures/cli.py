@@ -2,13 +2,17 @@
 by config hash under DIR/cache, so a second call only redraws).
 
     from paper_figures.cli import main
-    main("runs/figures")                      # every figure, full size
+    main("runs/figures")                      # every synthetic figure, full size
     main("runs/figures", quick=True, only=["topology", "bounds"])
+    main("runs/figures", llm=True)            # + the LLM-track figures (reduced SmolLM2 runs)
+    main("runs/figures", only=["llm"], llm_model="tiny")   # the LLM figures alone, tiny model
+    main("runs/figures", only=["fedpdpo"], fedpdpo=["runs/fedpdpo_imdb3"])
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import sys
 import time
@@ -19,46 +23,73 @@ from theory_lab.errors import ConfigError
 # one module per figure, in drawing order; the dashboard reuses the family figures' runs
 FIGURES = ("comparative", "local_steps", "participation", "topology", "staleness", "dashboard",
            "verification", "bounds", "corrections", "smoothness")
+# the LLM track (--llm): the five families on reduced SmolLM2 runs, their dashboard, and the FedPDPO
+# table from finished sweeps (--fedpdpo DIR; skipped without)
+LLM_FIGURES = ("llm_comparative", "llm_local_steps", "llm_participation", "llm_topology", "llm_staleness",
+               "llm_dashboard", "fedpdpo")
+GROUPS = {"synthetic": FIGURES, "llm": LLM_FIGURES}
 
 
-def _modules(only) -> list[str]:
+def _modules(only, llm: bool = False, fedpdpo=()) -> list[str]:
     if not only:
-        return list(FIGURES)
+        return list(FIGURES) + (list(LLM_FIGURES) if llm else ["fedpdpo"] if fedpdpo else [])
     chosen = [o.strip() for o in (only.split(",") if isinstance(only, str) else only) if o.strip()]
-    unknown = [o for o in chosen if o not in FIGURES]
+    known = FIGURES + LLM_FIGURES
+    unknown = [o for o in chosen if o not in known and o not in GROUPS]
     if unknown:
-        raise ConfigError("--only", f"unknown figure {unknown[0]!r}; known: {', '.join(FIGURES)}")
-    return chosen
+        raise ConfigError("--only", f"unknown figure {unknown[0]!r}; known: {', '.join(known)} "
+                                    f"(or the groups {', '.join(GROUPS)})")
+    return list(dict.fromkeys(n for o in chosen for n in GROUPS.get(o, (o,))))
 
 
 def main(out: str, quick: bool = False, only: list[str] | None = None, *, report: str | None = None,
-         docs: str | None = None, size: str | None = None, log=print) -> list[Path]:
-    """Draw the figures (all, or `only` these names) as PDF + PNG into `out`; return their paths.
+         docs: str | None = None, size: str | None = None, llm: bool = False, llm_model: str = "smollm2",
+         fedpdpo=(), log=print) -> list[Path]:
+    """Draw the figures (the synthetic set, or `only` these names or groups "synthetic", "llm")
+    as PDF + PNG into `out`; return their paths.
 
     Every figure is written at double-column width as `name`, most also with their key panel at
     single-column width as `name`_single.
     quick: fewer rounds and grid points (size "quick"); size="tiny" is for tests.
     report: a `theory-lab verify` report.json for the verification figure (default: run the
     quick suite once, cached). docs: also copy the double-column PNGs into this directory.
+    llm: add the LLM-track figures, run reduced (experiments.LLM_SIZES) with `llm_model`
+    ("smollm2"; "tiny": the tiny random Llama, fast). fedpdpo: sweep output dirs of
+    configs/fedpdpo/*.toml for the FedPDPO figure (added even without llm; skipped without dirs).
+    The LLM runs use the process's torch threads (OMP_NUM_THREADS), the synthetic ones one.
     """
     import torch
 
-    from paper_figures.experiments import Lab
+    from paper_figures.experiments import Lab, describe_llm_sizes
 
-    names = _modules(only)
+    names = _modules(only, llm, fedpdpo)
     out_dir = Path(out)
-    lab = Lab(out_dir / "cache", size=size or ("quick" if quick else "full"), report=Path(report) if report else None)
+    for d in fedpdpo:
+        if not Path(d).exists():
+            raise ConfigError("--fedpdpo", f"{d}: no such directory")
+    lab = Lab(out_dir / "cache", size=size or ("quick" if quick else "full"), report=Path(report) if report else None,
+              llm_model=llm_model, fedpdpo=tuple(Path(d) for d in fedpdpo))
     if report and not Path(report).is_file():
         raise ConfigError("--report", f"{report}: no such file")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread per process is faster on shared cores
     paths: list[Path] = []
     start = time.perf_counter()
+    if log and any(n.startswith("llm_") for n in names):
+        omp = os.environ.get("OMP_NUM_THREADS", "unset")
+        log(f"LLM track, reduced for a CPU: {describe_llm_sizes(llm_model)}; "
+            f"{threads} torch thread{'s' * (threads != 1)} (OMP_NUM_THREADS={omp})")
     try:
         for name in names:
             module = importlib.import_module(f"paper_figures.{name}")
             t0, runs0 = time.perf_counter(), lab.runs
-            drawn = module.draw(module.prepare(lab), out_dir)
+            torch.set_num_threads(threads if name.startswith("llm_") else 1)
+            inputs = module.prepare(lab)
+            if inputs is None:  # nothing to draw from (the FedPDPO figure without results)
+                if log:
+                    log(f"{name:<14} skipped: {getattr(module, 'SKIP', 'no inputs')}")
+                continue
+            drawn = module.draw(inputs, out_dir)
             paths += drawn
             if log:
                 ran = lab.runs - runs0
@@ -81,7 +112,8 @@ def main(out: str, quick: bool = False, only: list[str] | None = None, *, report
 
 
 def _command(args) -> int:
-    main(args.out, quick=args.quick, only=args.only, report=args.report, docs=args.docs)
+    main(args.out, quick=args.quick, only=args.only, report=args.report, docs=args.docs, llm=args.llm,
+         llm_model=args.llm_model, fedpdpo=args.fedpdpo)
     return 0
 
 
@@ -90,10 +122,18 @@ def add_parser(subparsers):
     p = subparsers.add_parser("figures", help="draw every figure (runs what it needs, cached by config hash)")
     p.add_argument("--out", default="runs/figures", help="output directory (default runs/figures)")
     p.add_argument("--quick", action="store_true", help="fewer rounds and grid points")
-    p.add_argument("--only", help=f"comma-separated figures (default all): {','.join(FIGURES)}")
+    p.add_argument("--only", help=f"comma-separated figures (default: the synthetic ones, + the LLM ones with "
+                                  f"--llm): {','.join(FIGURES + LLM_FIGURES)}, or the groups synthetic, llm")
     p.add_argument("--report", help="a `theory-lab verify` report.json for the verification figure "
                                     "(default: run the quick suite once, cached)")
     p.add_argument("--docs", help="also copy the double-column PNGs into this directory (e.g. docs/figures)")
+    p.add_argument("--llm", action="store_true",
+                   help="add the LLM-track figures (llm_*, fedpdpo), running the reduced LLM experiments they need")
+    p.add_argument("--llm-model", default="smollm2",
+                   help="model of the LLM figures: smollm2 (default) or tiny (the tiny random Llama, fast)")
+    p.add_argument("--fedpdpo", action="append", default=[], metavar="DIR",
+                   help="a finished `theory-lab sweep --config configs/fedpdpo/*.toml` output directory "
+                        "for the FedPDPO figure (repeatable; without it that figure is skipped)")
     p.set_defaults(func=_command)
     return p
 

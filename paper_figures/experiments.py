@@ -9,6 +9,11 @@ the largest Hessian eigenvalue along a run) are cached the same way by `Lab.valu
 
 Sizes: "full" runs the paper's configs (configs/synthetic/*.toml) as they are, "quick" with
 fewer rounds, "tiny" (tests) with very few; all keep >= 3 seeds so bands exist.
+
+The LLM track (configs/llm/*.toml, figures llm_*.py) always runs reduced for a CPU (LLM_SIZES, by
+`Lab.llm_model`), one seed per run, and point by point (`Lab.points`): each grid point is cached
+under the hash of its resolved config, so a run that several families share (FedDPO with E = 3,
+S = 5, q_max = 0 is in four of them) runs once.
 """
 
 from __future__ import annotations
@@ -26,14 +31,40 @@ from theory_lab.config import read_toml
 from theory_lab.results import atomic_write, atomic_write_text, jsonable
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "synthetic"
+LLM_CONFIG_DIR = CONFIG_DIR.parent / "llm"
 CACHE_VERSION = 1  # bump when what a cached table means changes
 SIZES = ("full", "quick", "tiny")
 ROUNDS = {"full": None, "quick": 120, "tiny": 12}  # None: the config's own
+# The LLM families reduced for a CPU (the configs' paper setting: 120 + 40 pairs per client, max length
+# 64, batch 4, 15 rounds; the --llm set is 12 distinct runs): "smollm2" (and any other model), sized
+# for ~25 min of one core, and the tiny random Llama (seconds).
+LLM_SIZES = {
+    "smollm2": {"llm.pairs_per_client": 12, "llm.heldout_per_client": 6, "llm.max_length": 24,
+                "llm.max_prompt_length": 12, "llm.eval_batch_size": 2, "algorithm.batch_size": 2,
+                "run.rounds": 6, "run.log_every": 2},
+    "tiny": {"llm.pairs_per_client": 6, "llm.heldout_per_client": 4, "llm.max_length": 32,
+             "llm.max_prompt_length": 12, "llm.eval_batch_size": 2, "algorithm.batch_size": 2,
+             "run.rounds": 3, "run.log_every": 1},
+}
 
 
 def paper_config(name: str) -> dict:
     """configs/synthetic/<name>.toml as a dict."""
     return read_toml(CONFIG_DIR / f"{name}.toml")
+
+
+def llm_config(name: str) -> dict:
+    """configs/llm/<name>.toml as a dict."""
+    return read_toml(LLM_CONFIG_DIR / f"{name}.toml")
+
+
+def describe_llm_sizes(model: str) -> str:
+    """The reduced LLM sizes in words (for the log line)."""
+    z = LLM_SIZES["tiny" if model == "tiny" else "smollm2"]
+    return (f"{model}, {z['llm.pairs_per_client']} train + {z['llm.heldout_per_client']} held-out pairs per "
+            f"client, max length {z['llm.max_length']} (prompt {z['llm.max_prompt_length']}), "
+            f"batch {z['algorithm.batch_size']}, "
+            f"{z['run.rounds']} rounds (metrics every {z['run.log_every']}), 1 seed per run")
 
 
 def config_hash(data) -> str:
@@ -50,6 +81,8 @@ class Lab:
     cache_dir: Path
     size: str = "full"
     report: Path | None = None
+    llm_model: str = "smollm2"   # the LLM figures' model: "smollm2", "tiny" (fast, tests) or any llm.model spec
+    fedpdpo: tuple = ()          # sweep output dirs (or results.csv files) of configs/fedpdpo/*.toml
     runs: int = 0    # sweeps / values actually computed in this process (cache misses)
     hits: int = 0    # cache hits
     _memo: dict = field(default_factory=dict)
@@ -80,9 +113,47 @@ class Lab:
         run["log_every"] = max(1, int(every * target / old)) if target < old else every
         return data
 
-    def sweep(self, data: dict) -> tuple[pd.DataFrame, dict]:
-        """Results table and manifest of `theory_lab.sweep.run_sweep(data)`, cached by hash."""
-        key = config_hash(data)
+    def llm_sized(self, data: dict) -> dict:
+        """A copy of an LLM config run with `llm_model` at the reduced sizes (LLM_SIZES)."""
+        from theory_lab.config import apply_override
+
+        data = copy.deepcopy(data)
+        apply_override(data, ["llm", "model"], self.llm_model)
+        for key, value in LLM_SIZES["tiny" if self.llm_model == "tiny" else "smollm2"].items():
+            apply_override(data, key.split("."), value)
+        return data
+
+    def points(self, data: dict) -> pd.DataFrame:
+        """The results table of a sweep config, each grid point run (or read back) on its own,
+        cached under the hash of its resolved config, so points shared by several sweeps run
+        once. run_id numbers the points in grid order; on the LLM track the manifest's
+        reference_pref_acc (the reference model's own held-out accuracy) and the data sizes
+        become columns."""
+        from theory_lab.config import apply_override, build_config, to_dict
+        from theory_lab.sweep import grid_points
+
+        base = {k: v for k, v in data.items() if k != "sweep"}
+        tables = []
+        for i, point in enumerate(grid_points(data)):
+            resolved = copy.deepcopy(base)
+            for k, v in point.items():
+                apply_override(resolved, k.split("."), v)
+            cfg = build_config(resolved)
+            table, manifest = self.sweep({**base, "sweep": {"variants": [point]}}, key={"point": to_dict(cfg)})
+            table = table.assign(run_id=i)
+            if cfg.track == "llm":  # the sizes a figure states
+                table = table.assign(pairs_per_client=cfg.llm.pairs_per_client,
+                                     heldout_per_client=cfg.llm.heldout_per_client, max_length=cfg.llm.max_length)
+            ref = manifest.get("reference_pref_acc")
+            if isinstance(ref, dict):
+                table["reference_pref_acc"] = ref.get("weighted")
+            tables.append(table)
+        return pd.concat(tables, ignore_index=True)
+
+    def sweep(self, data: dict, key=None) -> tuple[pd.DataFrame, dict]:
+        """Results table and manifest of `theory_lab.sweep.run_sweep(data)`, cached by the hash
+        of `key` (default: the config itself)."""
+        key = config_hash(data if key is None else key)
         if key in self._memo:
             return self._memo[key]
         csv, meta = self.cache_dir / f"{key}.csv", self.cache_dir / f"{key}.json"

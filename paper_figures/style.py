@@ -79,9 +79,11 @@ def save(fig, out_dir: str | Path, name: str) -> list[Path]:
     """Write `name`.pdf and `name`.png (PNG_DPI) under out_dir, each atomically; close the figure."""
     out = Path(out_dir)
     pdf, png = out / f"{name}.pdf", out / f"{name}.png"
-    atomic_write(pdf, lambda tmp: fig.savefig(tmp, format="pdf"))
-    fig.set_layout_engine("none")  # keep the layout the PDF got: positions are figure-relative, any dpi
+    # lay out for the PNG first: Agg measures text a little wider than the PDF backend, so a layout
+    # made for the PDF can clip long tick labels in the PNG, while this one fits both
     atomic_write(png, lambda tmp: _grey_png(fig, tmp))
+    fig.set_layout_engine("none")  # keep that layout: positions are figure-relative, any backend
+    atomic_write(pdf, lambda tmp: fig.savefig(tmp, format="pdf"))
     plt.close(fig)
     for path in (pdf, png):
         os.chmod(path, 0o644)  # mkstemp makes 0600 files

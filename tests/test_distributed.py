@@ -76,6 +76,28 @@ def test_multi_process_reproduces_in_process(case, tmp_path):
     assert one["subopt"].iloc[-1] < one["subopt"].iloc[0]
 
 
+def test_multi_process_checkpoint_resumes_to_the_in_process_result(tmp_path):
+    """Each rank checkpoints its own clients; resuming with the same world size continues the
+    run exactly, and another world size is refused with one line."""
+    cfg = tmp_path / "cfg.toml"
+    algorithm, extra, _ = CASES["feddpo-partial-stale"]
+    cfg.write_text(SYNTHETIC.replace("log_every = 3\n", "log_every = 3\ncheckpoint_every = 5\n")
+                   .replace("[algorithm]\n", "[algorithm]\n" + algorithm + "\n") + extra + "\n")
+    assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    many = tmp_path / "many"
+    done = torchrun(2, ["synthetic", "--config", str(cfg), "--out", str(many)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (many / "checkpoint").iterdir()) == ["rank0of2", "rank1of2"]
+    (many / "results.csv").unlink()
+    done = torchrun(2, ["synthetic", "--resume", str(many)])  # from round 10 of 12
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, resumed = (pd.read_csv(d / "results.csv") for d in (tmp_path / "one", many))
+    for m in METRICS:
+        np.testing.assert_allclose(resumed[m], one[m], rtol=1e-9, atol=1e-13, err_msg=m)
+    done = torchrun(3, ["synthetic", "--resume", str(many)])
+    assert done.returncode != 0 and "same number of processes" in done.stderr
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
 def test_multi_process_reproduces_in_process_tiny_llm(tmp_path):
     cfg = tmp_path / "llm.toml"

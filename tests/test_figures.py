@@ -1,5 +1,7 @@
 """paper_figures and demos: every figure draws (PDF + PNG, non-empty) from tiny runs, the cache
-makes a second call only redraw, draw works on a hand-made table, every demo runs and saves."""
+makes a second call only redraw, draw works on a hand-made table, every demo runs and saves.
+The LLM-track figures the same way (tiny random Llama, real data), and the FedPDPO figure from
+hand-made sweep results."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from paper_figures import cli, participation, verification
+from paper_figures import cli, fedpdpo, participation, verification
 from paper_figures.experiments import Lab, config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
 DEMOS = ["dpo_is_logistic_regression", "client_drift_2d", "spectral_gap_consensus"]
 
 
@@ -184,3 +188,187 @@ def test_demo_output_dir_from_env(tmp_path, monkeypatch):
     ns = {"Path": Path, "os": os, "ARGS": []}
     exec(line, ns)
     assert ns["OUT"] == tmp_path
+
+
+# ----------------------------------------------------------------------------- the LLM track
+
+def fake_llm_table(points: list[dict], rounds=(0, 2, 4, 6), seeds=(0,), n: int = 5) -> pd.DataFrame:
+    """An LLM-track results table by hand: one run per point (config columns as the runner writes
+    them), every metric the LLM figures read."""
+    rng = np.random.default_rng(0)
+    base = {"algorithm": "feddpo", "n_clients": n, "local_steps": 3, "participation": n, "q_max": 0,
+            "stale_rule": "model_average", "topology": "server", "spectral_gap": np.nan, "batch_size": 2,
+            "lr": 1e-3, "model": "smollm2", "dataset": "hh-rlhf", "pairs_per_client": 12, "reference_pref_acc": 0.55}
+    rows = []
+    for i, point in enumerate(points):
+        for seed in seeds:
+            for r in rounds:
+                acc = rng.uniform(0.3, 0.9, n) * (r > 0)
+                rows.append({"run_id": i, **base, **point, "seed": seed, "round": r, "train_loss": 0.69 / (1 + 0.1 * r),
+                             "grad_norm_sq": 0.05 + 0.01 * r * rng.random(), "consensus_error": 1e-3 * r * rng.random(),
+                             "consensus_error_pre": 1e-3 * (r + 1) * rng.random(), "eval_pref_acc": acc.mean(),
+                             "reward_margin": 0.01 * r, "comm_bytes": 98304 * r,
+                             **{f"eval_pref_acc_client{c}": a for c, a in enumerate(acc)}})
+    return pd.DataFrame(rows)
+
+
+def fake_llm_inputs() -> dict:
+    gaps = {"complete": 1.0, "ring": 0.69, "star": 0.36, "path": 0.24}
+    return {
+        "comparative": fake_llm_table([{"algorithm": "centralized", "topology": "none", "comm_bytes": 0}, {},
+                                       {"participation": 3}, {"algorithm": "decdpo", "topology": "ring",
+                                                              "spectral_gap": 0.69}]),
+        "local_steps": fake_llm_table([{"local_steps": E} for E in (1, 3, 6)], seeds=(0, 1)),  # bands drawn too
+        "participation": fake_llm_table([{"participation": S} for S in (1, 3, 5)]),
+        "topology": fake_llm_table([{"algorithm": "decdpo", "topology": t, "spectral_gap": p}
+                                    for t, p in gaps.items()]),
+        "staleness": fake_llm_table([{}, {"q_max": 4}, {"q_max": 4, "stale_rule": "delta"}]),
+    }
+
+
+def fake_fedpdpo_dir(path: Path, dataset: str = "imdb-cad", n: int = 3, seed: int = 0) -> Path:
+    """What `theory-lab sweep --config configs/fedpdpo/*.toml --out path` writes, by hand."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, variant in enumerate(["fedpdpo", "fedpdpo-no-head", "local-dpo", "feddpo", "scaffold"]):
+        for r in (0, 8):
+            acc = rng.uniform(0.4, 1.0, n) * (r > 0)
+            rows.append({"run_id": i, "enabled": variant.startswith("fedpdpo") or None, "variant": variant,
+                         "algorithm": "scaffold" if variant == "scaffold" else "feddpo", "n_clients": n,
+                         "partition": "dirichlet", "model": "tiny", "dataset": dataset, "seed": 0, "round": r,
+                         "eval_pref_acc": acc.mean(), "comm_bytes": 1000 * r,
+                         **{f"eval_pref_acc_client{c}": a for c, a in enumerate(acc)}})
+    path.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
+    (path / "manifest.json").write_text(json.dumps({"reference_pref_acc": {"weighted": 0.6, "per_client": [0.6] * n}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def llm_drawn(tmp_path_factory):
+    """Every LLM figure from tiny-model runs (the FedPDPO one from a hand-made sweep dir)."""
+    tmp = tmp_path_factory.mktemp("llm_figures")
+    sweep = fake_fedpdpo_dir(tmp / "fedpdpo_imdb3")
+    lines = []
+    paths = cli.main(str(tmp / "out"), size="tiny", only=["llm"], llm_model="tiny", fedpdpo=[str(sweep)],
+                     log=lines.append)
+    return tmp / "out", paths, lines, sweep
+
+
+@needs_data
+@pytest.mark.parametrize("name", cli.LLM_FIGURES)
+def test_every_llm_figure_writes_pdf_and_png(llm_drawn, name):
+    out, paths, lines, _ = llm_drawn
+    for ext in ("pdf", "png"):
+        path = out / f"{name}.{ext}"
+        assert path in paths
+        assert path.is_file() and path.stat().st_size > 1000, path
+    assert "LLM track, reduced for a CPU: tiny, 6 train + 4 held-out pairs per client" in lines[0]
+
+
+@needs_data
+def test_llm_runs_shared_by_families_run_once(llm_drawn):
+    """17 grid points over the five families, 12 distinct configs: 12 runs, one cache entry each."""
+    out, _, lines, _ = llm_drawn
+    assert "(12 runs, 0 cache hits" in lines[-1]
+    assert len(list((out / "cache").glob("*.csv"))) == 12
+    table = pd.read_csv(next((out / "cache").glob("*.csv")))
+    assert {"eval_pref_acc", "eval_pref_acc_client4", "grad_norm_sq", "comm_bytes"} <= set(table)
+    assert (table["model"] == "tiny").all() and (table["n_clients"] == 5).all()
+
+
+@needs_data
+def test_second_llm_call_only_redraws(llm_drawn):
+    out, _, _, sweep = llm_drawn
+    cache = sorted((out / "cache").glob("*.*"))
+    before = {p: p.stat().st_mtime_ns for p in cache}
+    lines = []
+    paths = cli.main(str(out), size="tiny", llm=True, llm_model="tiny", only=["llm_comparative", "llm_staleness"],
+                     log=lines.append)
+    assert "(0 runs, 6 cache hits" in lines[-1] and all("cached)" in ln for ln in lines[1:-1])
+    assert {p: p.stat().st_mtime_ns for p in sorted((out / "cache").glob("*.*"))} == before
+    assert len(paths) == 8
+
+
+def test_llm_figures_draw_on_a_hand_made_table(tmp_path):
+    """The LLM figures read only the results schema: hand-made tables (no runs) draw too."""
+    from paper_figures import (llm_comparative, llm_dashboard, llm_local_steps, llm_participation, llm_staleness,
+                               llm_topology)
+
+    inputs = fake_llm_inputs()
+    modules = {"comparative": llm_comparative, "local_steps": llm_local_steps, "participation": llm_participation,
+               "topology": llm_topology, "staleness": llm_staleness}
+    for key, module in modules.items():
+        paths = module.draw(inputs[key], tmp_path)
+        assert [p.name for p in paths] == [f"{module.NAME}{s}" for s in (".pdf", ".png", "_single.pdf", "_single.png")]
+    paths = llm_dashboard.draw(inputs, tmp_path)
+    assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())
+    assert [p.name for p in paths] == ["llm_dashboard.pdf", "llm_dashboard.png"]
+
+
+def test_llm_subtitle_says_one_seed_and_no_bands():
+    from paper_figures.llm_common import subtitle
+
+    inputs = fake_llm_inputs()
+    assert subtitle(inputs["comparative"]) == ("SmolLM2-135M + LoRA, hh-rlhf, 5 clients × 12 pairs, "
+                                               "1 seed per run (no bands)")
+    assert subtitle(inputs["local_steps"]).endswith("2 seeds, 95% bands")
+
+
+def test_staleness_lends_the_zero_delay_run_to_both_rules():
+    from paper_figures import llm_staleness
+
+    rules = llm_staleness.by_rule(fake_llm_inputs()["staleness"])
+    assert list(rules) == ["model_average", "delta"]
+    assert sorted(rules["delta"]["q_max"].unique()) == [0, 4]
+
+
+def test_fedpdpo_figure_from_hand_made_sweeps(tmp_path):
+    """Two seeds of one federation (bars with intervals) and a second federation: two panels."""
+    dirs = [fake_fedpdpo_dir(tmp_path / f"imdb3_seed{s}", seed=s) for s in (0, 1)]
+    dirs.append(fake_fedpdpo_dir(tmp_path / "cross", dataset="hh-rlhf,imdb-cad,pandalm", n=3))
+    lab = Lab(tmp_path / "cache", fedpdpo=(*dirs[:2], dirs[2] / "results.csv"))
+    table = fedpdpo.prepare(lab)
+    s = fedpdpo.summary(table[table["dataset"] == "imdb-cad"])
+    assert list(s["variant"]) == ["fedpdpo", "fedpdpo-no-head", "local-dpo", "feddpo", "scaffold"]
+    assert (s["n"] == 2).all() and (s["low"] < s["mean"]).all() and all(len(c) == 3 for c in s["clients"])
+    paths = fedpdpo.draw(table, tmp_path / "out")
+    assert [p.name for p in paths] == ["fedpdpo.pdf", "fedpdpo.png", "fedpdpo_single.pdf", "fedpdpo_single.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_fedpdpo_reads_the_finished_points_of_a_running_sweep(tmp_path):
+    done = fake_fedpdpo_dir(tmp_path / "done")
+    full = pd.read_csv(done / "results.csv")
+    for i, g in full.groupby("run_id"):  # what run_sweep leaves while it runs: points/NNN/, no results.csv
+        point = tmp_path / "running" / "points" / f"{i:03d}"
+        point.mkdir(parents=True)
+        g.drop(columns=["run_id", "variant", "enabled"]).to_csv(point / "results.csv", index=False)
+        config = {"llm": {"personal": {"variant": g["variant"].iloc[0]}}}
+        (point / "manifest.json").write_text(json.dumps({"config": config, "reference_pref_acc": {"weighted": 0.6}}))
+    table = fedpdpo.read(tmp_path / "running")
+    assert list(fedpdpo.summary(table)["variant"]) == list(fedpdpo.summary(fedpdpo.read(done))["variant"])
+    assert (table["reference_pref_acc"] == 0.6).all()
+
+
+def test_fedpdpo_figure_skipped_without_results(tmp_path):
+    lines = []
+    assert cli.main(str(tmp_path), only=["fedpdpo"], log=lines.append) == []
+    assert lines[0].startswith("fedpdpo        skipped: no FedPDPO results: pass --fedpdpo DIR")
+    from theory_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--fedpdpo"):
+        cli.main(str(tmp_path), fedpdpo=[str(tmp_path / "nope")], log=None)
+
+
+def test_figure_selection_with_llm_flags():
+    assert cli._modules(None) == list(cli.FIGURES)
+    assert cli._modules(None, llm=True) == list(cli.FIGURES + cli.LLM_FIGURES)
+    assert cli._modules(None, fedpdpo=["x"]) == [*cli.FIGURES, "fedpdpo"]
+    assert cli._modules("llm,bounds") == [*cli.LLM_FIGURES, "bounds"]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["figures", "--llm", "--llm-model", "tiny", "--fedpdpo", "a", "--fedpdpo", "b"])
+    assert (args.llm, args.llm_model, args.fedpdpo) == (True, "tiny", ["a", "b"])

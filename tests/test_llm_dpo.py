@@ -10,8 +10,8 @@ import torch.nn.functional as F
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from llm.dpo import dpo_loss, dpo_metrics, sequence_logps  # noqa: E402
-from llm.model import tiny_llama  # noqa: E402
+from llm.dpo import dpo_loss, dpo_metrics, sequence_logps, shared_prompt_logps  # noqa: E402
+from llm.model import add_lora, set_trainable_vector, tiny_llama, trainable_vector  # noqa: E402
 from theory_lab.errors import ConfigError  # noqa: E402
 
 VOCAB = 32
@@ -172,3 +172,115 @@ def test_sequence_logps_gradients_flow(model):
     sequence_logps(model, ids, att, resp).sum().backward()
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
     model.zero_grad()
+
+
+# ----------------------------------------------------------------------------- prefix sharing
+
+def _rms_norm_in_input_dtype(self, x):
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def _lora_model(dtype):
+    """A tiny Llama with LoRA on q_proj and v_proj, B made non-zero (at the init B = 0 and the
+    adapters change nothing). In float64 the RMSNorm also runs in float64 (HF's runs in float32
+    whatever the dtype, which would put float32 noise into float64 comparisons)."""
+    import types
+
+    base = tiny_llama(VOCAB, dtype, seed=2)
+    if dtype == torch.float64:
+        for mod in base.modules():
+            if type(mod).__name__ == "LlamaRMSNorm":
+                mod.forward = types.MethodType(_rms_norm_in_input_dtype, mod)
+    model = add_lora(base, r=4, alpha=8.0, dropout=0.0, target_modules=["q_proj", "v_proj"], seed=0)
+    g = torch.Generator().manual_seed(4)
+    theta = trainable_vector(model)
+    set_trainable_vector(model, theta + 0.5 * torch.randn(theta.shape, generator=g, dtype=theta.dtype))
+    return model
+
+
+def _shared_pairs(specs, seed=6):
+    """Rows as llm.data.tokenize_pairs lays them out: b chosen rows then b rejected rows, each
+    [prompt, response, right padding], the two rows of a pair sharing the prompt's token ids.
+    specs: (prompt length, chosen length, rejected length) per pair."""
+    g = torch.Generator().manual_seed(seed)
+    b, T = len(specs), max(p + max(c, r) for p, c, r in specs) + 1   # + 1: a column of padding everywhere
+    ids = torch.full((2 * b, T), 2, dtype=torch.long)
+    att = torch.zeros(2 * b, T, dtype=torch.long)
+    resp = torch.zeros(2 * b, T, dtype=torch.bool)
+    for i, (p, c, r) in enumerate(specs):
+        prompt = torch.randint(3, VOCAB, (p,), generator=g)
+        for row, n in ((i, c), (b + i, r)):
+            ids[row, :p + n] = torch.cat([prompt, torch.randint(3, VOCAB, (n,), generator=g)])
+            att[row, :p + n] = 1
+            resp[row, p:p + n] = True
+    return ids, att, resp
+
+
+# prompts of 1-5 tokens, responses of 1-6 tokens, in one batch
+SPECS = [(3, 4, 2), (1, 5, 3), (5, 1, 6), (2, 3, 1), (1, 1, 1)]
+
+
+def _embedded_shapes(model, fn):
+    """fn() and the shapes of the token batches the model embedded while running it."""
+    shapes = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    try:
+        return fn(), shapes
+    finally:
+        handle.remove()
+
+
+def _params(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_shared_prompt_logps_equal_full_rows_values_and_lora_gradients(dtype, tol):
+    """The prefix-shared log-probs and their LoRA gradients equal sequence_logps on the full rows:
+    float64 to 1e-12 and float32 to 1e-5 (relative and absolute), with the prompt run once."""
+    model = _lora_model(dtype)
+    ids, att, resp = _shared_pairs(SPECS)
+    b = len(SPECS)
+    w = torch.linspace(0.5, 1.5, 2 * b, dtype=dtype)      # distinct weights: every row's gradient counts
+    (c, r), shapes = _embedded_shapes(model, lambda: shared_prompt_logps(model, ids, att, resp))
+    assert shapes == [(b, 5), (2 * b, 5)]                   # prompts once (P = 5), responses without their last column (R = 6)
+    assert c.dtype == r.dtype == dtype and c.shape == r.shape == (b,)
+    g_shared = torch.autograd.grad((w * torch.cat([c, r])).sum(), _params(model))
+    full = sequence_logps(model, ids, att, resp)
+    g_full = torch.autograd.grad((w * full).sum(), _params(model))
+    torch.testing.assert_close(torch.cat([c, r]), full, rtol=tol, atol=tol)
+    for gs, gf in zip(g_shared, g_full):
+        torch.testing.assert_close(gs, gf, rtol=tol, atol=tol)
+    assert all(g.abs().sum() > 0 for g in g_shared)         # every LoRA matrix, the prompt's included
+    # the reference: adapters disabled (and not just zero)
+    with torch.no_grad():
+        with model.disable_adapter():
+            c0, r0 = shared_prompt_logps(model, ids, att, resp)
+            full0 = sequence_logps(model, ids, att, resp)
+    torch.testing.assert_close(torch.cat([c0, r0]), full0, rtol=tol, atol=tol)
+    assert not torch.allclose(full0, full)
+
+
+def test_shared_prompt_logps_one_token_responses_skip_the_second_forward():
+    model = _lora_model(torch.float64)
+    ids, att, resp = _shared_pairs([(2, 1, 1), (4, 1, 1), (1, 1, 1)], seed=7)
+    with torch.no_grad():
+        (c, r), shapes = _embedded_shapes(model, lambda: shared_prompt_logps(model, ids, att, resp))
+        full = sequence_logps(model, ids, att, resp)
+    assert shapes == [(3, 4)]
+    torch.testing.assert_close(torch.cat([c, r]), full, rtol=1e-12, atol=1e-12)
+
+
+def test_shared_prompt_logps_falls_back_when_the_prompt_is_not_shared(model):
+    """Different prompts within a pair, left padding, a model without a KV cache: the full rows."""
+    ids, att, resp = _shared_pairs(SPECS)
+    other = ids.clone()
+    other[len(SPECS), 0] = (ids[len(SPECS), 0] + 1) % VOCAB   # pair 0's rejected prompt differs
+    left = _batch()                                            # one row is left-padded
+    with torch.no_grad():
+        for rows in ((other, att, resp), left):
+            (c, r), shapes = _embedded_shapes(model, lambda: shared_prompt_logps(model, *rows))
+            assert len(shapes) == 1 and shapes[0][0] == len(rows[0])   # one forward of the full rows
+            assert torch.equal(torch.cat([c, r]), sequence_logps(model, *rows))
+        stub = PositionLogits(ids.shape[1])                        # its forward takes no past_key_values
+        assert torch.equal(torch.cat(shared_prompt_logps(stub, ids, att, resp)), sequence_logps(stub, ids, att, resp))

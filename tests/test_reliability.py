@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from theory_lab.cli import main
 from theory_lab.results import METRICS
@@ -55,6 +56,35 @@ def write(tmp_path, name="cfg.toml", **kw):
 
 def table(out):
     return pd.read_csv(Path(out) / "results.csv")
+
+
+def tiny_llm(tmp_path, rounds, log_every, n_clients, participation, personal=""):
+    """A tiny-model LLM config checkpointing every 2 rounds (FedDPO, AdamW)."""
+    path = tmp_path / "llm.toml"
+    path.write_text(f"""track = "llm"
+[run]
+rounds = {rounds}
+log_every = {log_every}
+checkpoint_every = 2
+[llm]
+model = "tiny"
+data_dir = "{DATA}"
+dataset = "imdb-cad"
+n_clients = {n_clients}
+pairs_per_client = 6
+heldout_per_client = 4
+max_length = 40
+max_prompt_length = 12
+eval_batch_size = 4
+{personal}[algorithm]
+name = "feddpo"
+local_steps = 2
+participation = {participation}
+batch_size = 2
+optimizer = "adamw"
+lr = 0.01
+""")
+    return path
 
 
 def kill_after_checkpoint(cmd, out, min_round, timeout=120):
@@ -102,30 +132,7 @@ def test_sigkill_then_resume_matches_uninterrupted_synthetic(tmp_path):
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
 def test_sigkill_then_resume_matches_uninterrupted_tiny_llm(tmp_path):
-    cfg = tmp_path / "llm.toml"
-    cfg.write_text(f"""track = "llm"
-[run]
-rounds = 40
-log_every = 10
-checkpoint_every = 2
-[llm]
-model = "tiny"
-data_dir = "{DATA}"
-dataset = "imdb-cad"
-n_clients = 3
-pairs_per_client = 6
-heldout_per_client = 4
-max_length = 40
-max_prompt_length = 12
-eval_batch_size = 4
-[algorithm]
-name = "feddpo"
-local_steps = 2
-participation = 2
-batch_size = 2
-optimizer = "adamw"
-lr = 0.01
-""")
+    cfg = tiny_llm(tmp_path, rounds=40, log_every=10, n_clients=3, participation=2)
     assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
     out = tmp_path / "killed"
     kill_after_checkpoint([sys.executable, "-m", "theory_lab", "llm", "--config", str(cfg), "--out", str(out),
@@ -142,6 +149,24 @@ lr = 0.01
     loaded = PeftModel.from_pretrained(base, str(out / "adapter"))
     lora_b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (B starts at 0)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+def test_fedpdpo_resume_restores_the_personal_modules(tmp_path):
+    """The personal modules (and their AdamW state) live in the oracle, not the parameter stack:
+    the checkpoint must carry them, or a resumed FedPDPO run restarts them from scratch."""
+    cfg = tiny_llm(tmp_path, rounds=6, log_every=2, n_clients=2, participation=2,
+                   personal="[llm.personal]\nenabled = true\nhead_rank = 2\nbottleneck_dim = 4\nlr = 0.05\n")
+    assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
+    part = tmp_path / "part"
+    assert main(["llm", "--config", str(cfg), "--out", str(part), "--quiet"]) == 0
+    (part / "results.csv").unlink()
+    assert main(["llm", "--resume", str(part), "--quiet"]) == 0  # from round 4 of 6
+    pd.testing.assert_frame_equal(table(part)[SAME], table(tmp_path / "full")[SAME])
+    from safetensors.torch import load_file
+
+    full, resumed = (load_file(str(d / "adapter" / "personal.safetensors")) for d in (tmp_path / "full", part))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):

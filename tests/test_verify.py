@@ -2,6 +2,7 @@
 refuted (the verification can fail)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,25 @@ def test_every_claim_is_declared_with_its_metadata():
 def test_unknown_claim_is_one_line(capsys):
     assert main(["verify", "--claims", "nope"]) == 2
     assert "--claims" in capsys.readouterr().err
+
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+def test_llm_claims_run_on_a_tiny_model_and_are_opt_in(tmp_path):
+    """The LLM-track claims run end to end on the tiny random Llama (the real verdicts come from
+    SmolLM2: docs/verification). At E = 1 the drift prediction is exact, so its ratio is 1."""
+    from theory_lab.verify import select
+
+    assert not {"llm-drift", "llm-consensus"} & set(select(None))          # opt-in
+    assert {"llm-drift", "llm-participation", "llm-consensus", "llm-staleness"} <= set(select(None, "llm"))
+    ids = ["llm-drift", "llm-participation", "llm-consensus", "llm-staleness"]
+    assert main(["verify", "--quick", "--claims", ",".join(ids), "--llm-model", "tiny", "--llm-lr", "0.05",
+                 "--data-dir", str(DATA), "--out", str(tmp_path)]) == 0
+    rows = {r["claim"]: r for r in json.loads((tmp_path / "report.json").read_text())["claims"]}
+    assert set(rows) == set(ids)
+    drift = rows["llm-drift"]["details"]["observed/predicted per E"]
+    assert abs(drift["1"] - 1.0) < 1e-3, drift
+    for r in rows.values():
+        assert r["verdict"] in ("confirmed", "refuted", "inconclusive") and "--llm-model tiny" in r["command"]

@@ -1,7 +1,8 @@
 """Checkpoints: everything a run needs to continue bit-identically, written atomically.
 
 A checkpoint is a directory with `state.safetensors` (every tensor of the algorithm: parameter
-stacks, optimizer states, control variates, staleness buffers, the generator's state) and
+stacks, optimizer states, control variates, staleness buffers, the generator's state, and the
+oracle's client-local state when it has one, e.g. FedPDPO's personal modules) and
 `meta.json` (round, step clock, logged records, the config and its hash). Safetensors, not
 pickle: loading a checkpoint someone sends you cannot run code.
 """
@@ -49,6 +50,8 @@ def save(directory: str | Path, alg, gen: torch.Generator, round_: int, records:
     directory = Path(directory)
     tensors: dict[str, torch.Tensor] = {}
     _tensors(alg, "alg.", tensors)
+    for key, value in _oracle_state(alg).items():
+        tensors[f"oracle.{key}"] = value
     tensors["generator"] = gen.get_state()
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     atomic_write(directory / STATE, lambda tmp: save_file(tensors, tmp))
@@ -73,10 +76,20 @@ def load(directory: str | Path, alg, gen: torch.Generator, config: dict) -> tupl
     except Exception as err:  # safetensors raises its own error type for a damaged file
         raise LabError(f"{directory / STATE}: damaged checkpoint ({err})") from None
     gen.set_state(tensors.pop("generator"))
+    oracle_state = {k.split(".", 1)[1]: tensors.pop(k) for k in list(tensors) if k.startswith("oracle.")}
+    if oracle_state:
+        alg.oracle.load_state_dict(oracle_state)
     for key, value in tensors.items():
         _assign(alg, key.split(".")[1:], value)
     alg.t = meta["t"]
     return meta["round"], meta["records"], meta["counters"]
+
+
+def _oracle_state(alg) -> dict[str, torch.Tensor]:
+    """State the oracle keeps per client outside the parameter stack (FedPDPO's personal
+    parameters and their optimizer); empty for oracles without any."""
+    state_dict = getattr(alg.oracle, "state_dict", None)
+    return state_dict() if callable(state_dict) else {}
 
 
 def _assign(obj, path: list[str], value: torch.Tensor) -> None:

@@ -57,23 +57,29 @@ def _cmd_run(args) -> int:
                            resume=bool(args.resume))
     else:
         ckpt = out / "checkpoint"
+        if args.backend == "torch":  # every rank checkpoints its own clients
+            from theory_lab.distributed import rank_name
+
+            ckpt = ckpt / rank_name()
+        missing = ConfigError("--resume", f"{ckpt}: no checkpoint to resume (set run.checkpoint_every > 0"
+                              + (", and resume with the same number of processes)" if args.backend == "torch" else ")"))
         if args.config:
             cfg = load_config(args.config, args.set)
         elif args.resume:  # the config saved with the checkpoint
             try:
                 cfg = build_config(json.loads((ckpt / "meta.json").read_text())["config"], args.set)
             except OSError:
-                raise ConfigError("--resume", f"{ckpt}: no checkpoint to resume") from None
+                raise missing from None
         else:
             raise ConfigError("--config", "give a config file (or --resume DIR)")
         if cfg.track != args.command:
             raise ConfigError("track", f"the config is for the {cfg.track!r} track; run `theory-lab {cfg.track}`")
-        if args.backend == "torch":
-            return _run_distributed(cfg, args, out, progress)
         if args.resume and not (ckpt / "meta.json").is_file():
-            raise ConfigError("--resume", f"{ckpt}: no checkpoint to resume (set run.checkpoint_every > 0)")
-        result = run(cfg, progress=progress, resume=bool(args.resume),
-                     checkpoint_dir=ckpt if cfg.run.checkpoint_every or args.resume else None)
+            raise missing
+        ckpt = ckpt if cfg.run.checkpoint_every or args.resume else None
+        if args.backend == "torch":
+            return _run_distributed(cfg, args, out, ckpt, progress)
+        result = run(cfg, progress=progress, resume=bool(args.resume), checkpoint_dir=ckpt)
     result.manifest["command"] = " ".join(["theory-lab", *sys.argv[1:]])
     write_results(out, result.table, result.manifest)
     if hasattr(result.oracle, "save_adapter"):  # LLM track: the averaged adapter, loadable by peft
@@ -84,20 +90,19 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _run_distributed(cfg, args, out, progress) -> int:
-    """One rank of `torchrun ... -m theory_lab synthetic|llm --backend torch`: rank 0 writes."""
+def _run_distributed(cfg, args, out, ckpt, progress) -> int:
+    """One rank of `torchrun ... -m theory_lab synthetic|llm --backend torch`: rank 0 writes the
+    results; every rank writes its own checkpoint (`ckpt`)."""
     import torch.distributed as dist
 
     from theory_lab.distributed import init_from_env
-    from theory_lab.errors import ConfigError
     from theory_lab.results import write_results
     from theory_lab.runner import run
 
-    if cfg.run.checkpoint_every or args.resume:
-        raise ConfigError("run.checkpoint_every", "checkpoints are not supported with --backend torch yet")
     init_from_env(args.timeout)
     try:
-        result = run(cfg, progress=progress, backend="torch", timeout_s=args.timeout)
+        result = run(cfg, progress=progress, backend="torch", timeout_s=args.timeout,
+                     checkpoint_dir=ckpt, resume=bool(args.resume))
         if dist.get_rank() == 0:
             result.manifest.update(command=" ".join(["theory-lab", *sys.argv[1:]]), world_size=dist.get_world_size())
             write_results(out, result.table, result.manifest)
@@ -123,10 +128,11 @@ def _cmd_verify(args) -> int:
         print(df[[c for c in cols if c in df]].to_string(index=False))
         return 0
 
-    ids = select(args.claims)
+    ids = select(args.claims, args.track)
     out = Path(args.out)
     print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
-    rows = verify(ids, args.quick, args.seeds, out, progress=print)
+    rows = verify(ids, args.quick, args.seeds, out, progress=print, llm_model=args.llm_model, llm_lr=args.llm_lr,
+                  data_dir=args.data_dir)
     print("\n" + table(rows))
     print(f"\nreport: {out / 'report.md'}\njson: {out / 'report.json'}")
     broken = [r["claim"] for r in rows if r["verdict"] == "refuted" and r["should_hold"]]
@@ -181,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--out", default="runs/verify", help="report directory (default runs/verify)")
     ver.add_argument("--results", metavar="DIR",
                      help="instead: place a finished run's observed floor and time to eps against the prediction")
+    ver.add_argument("--track", default="synthetic", choices=("synthetic", "llm", "all"),
+                     help="which claims without --claims: synthetic (default), llm (SmolLM2 + LoRA, minutes), all")
+    ver.add_argument("--llm-model", default="smollm2", help="model of the LLM-track claims (tiny: fast check)")
+    ver.add_argument("--llm-lr", type=float, default=0.01, help="SGD step size of the LLM-track claims")
+    ver.add_argument("--data-dir", default="", help="data directory of the LLM-track claims")
     ver.add_argument("--strict", action="store_true",
                      help="exit 1 when a claim that should hold in its regime is refuted")
     ver.set_defaults(func=_cmd_verify)

@@ -8,14 +8,18 @@ rows its graph neighbours on other ranks need, with the mixing weights applied o
 draws (minibatches, participants, delays) are made identically on every rank for all clients,
 which is what makes a multi-process run reproduce the in-process one. gloo on CPU, NCCL on GPU.
 
-A rank that dies or hangs makes the others stop within the timeout with an error naming it:
-every rank records in a side TCPStore how many communications it has entered; the one behind is
-the one lost.
+A rank that dies or hangs makes the others stop within the timeout with an error naming it.
+Every rank keeps two counters in a side TCPStore: a heartbeat, bumped every second by a thread,
+and the number of communications it has entered. A rank whose heartbeat has stopped is dead (a
+killed rank may die inside the same collective as the others, so the call count alone cannot
+name it); otherwise the rank behind in calls is the one that hung.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -37,6 +41,7 @@ class TorchCommunicator:
         self.bytes_sent = 0
         self.calls = 0
         self.store = _side_store(self.rank, self.world, timeout_s)
+        threading.Thread(target=_heartbeat, args=(self.rank, timeout_s), daemon=True).start()
 
     # ---- the communicator interface ----
     def average(self, X, weights, clients=None):
@@ -98,21 +103,28 @@ class TorchCommunicator:
 
     def _enter(self) -> None:
         self.calls += 1
-        self.store.set(f"calls/{self.rank}", str(self.calls))
+        self.store.add(f"calls/{self.rank}", 1)
 
     def _lost(self, err: Exception) -> LabError:
-        """Name the rank that fell behind (dead or hung), from the side store."""
-        counts = {}
-        for r in range(self.world):
-            try:
-                counts[r] = int(self.store.get(f"calls/{r}"))
-            except Exception:  # the store lives on rank 0: if it is gone, rank 0 is
-                return LabError(f"rank {self.rank}: lost rank 0 (its store is gone) after "
-                                f"{self.calls} communications: {_first_line(err)}")
-        behind = [r for r, c in counts.items() if c < max(counts.values())]
-        who = ", ".join(map(str, behind)) or "unknown"
-        return LabError(f"rank {self.rank}: lost rank {who} (dead, or silent for {self.timeout_s:g} s) "
+        """Name the rank that died (heartbeat stopped) or hung (behind in calls), from the side store."""
+        try:
+            before = self._read("beat")
+            time.sleep(2.5 * HEARTBEAT_S)
+            after, calls = self._read("beat"), self._read("calls")
+        except Exception:  # the store lives on rank 0: if it is gone, rank 0 is
+            return LabError(f"rank {self.rank}: lost rank 0 (its store is gone) after "
+                            f"{self.calls} communications: {_first_line(err)}")
+        dead = [r for r in range(self.world) if r != self.rank and after[r] == before[r]]
+        behind = [r for r in range(self.world) if calls[r] < max(calls)]
+        if dead:
+            who, why = dead, "dead or frozen: its heartbeat stopped"
+        else:
+            who, why = behind, f"silent for {self.timeout_s:g} s"
+        return LabError(f"rank {self.rank}: lost rank {', '.join(map(str, who)) or 'unknown'} ({why}) "
                         f"at communication {self.calls}: {_first_line(err)}")
+
+    def _read(self, counter: str) -> list[int]:
+        return [self.store.add(f"{counter}/{r}", 0) for r in range(self.world)]
 
 
 class ShardedOracle:
@@ -137,12 +149,20 @@ class ShardedOracle:
         return self._oracle.grad(X, clients, batch) * mine.unsqueeze(-1).to(X.dtype)
 
 
-def init_from_env(timeout_s: float) -> None:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+def rank_name() -> str:
+    """"rank{r}of{world}" from torchrun's environment: each rank checkpoints its own clients in a
+    folder of that name, so a resume with another world size finds nothing instead of the
+    wrong clients."""
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise LabError(f"--backend torch: {', '.join(missing)} not set; launch with "
                        "`torchrun --nproc-per-node N -m theory_lab ... --backend torch`")
+    return f"rank{os.environ['RANK']}of{os.environ['WORLD_SIZE']}"
+
+
+def init_from_env(timeout_s: float) -> None:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    rank_name()
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("DDPO_BACKEND") != "gloo" else "gloo"
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
@@ -151,10 +171,25 @@ def init_from_env(timeout_s: float) -> None:
                        f"{timeout_s:g} s: {_first_line(err)}") from None
 
 
-def _side_store(rank: int, world: int, timeout_s: float):
+HEARTBEAT_S = 1.0
+
+
+def _heartbeat(rank: int, timeout_s: float) -> None:
+    """Bump beat/{rank} every HEARTBEAT_S through a connection of its own, until the process ends."""
+    store = _side_store(rank, 0, timeout_s, master=False)
+    while True:
+        time.sleep(HEARTBEAT_S)
+        try:
+            store.add(f"beat/{rank}", 1)
+        except Exception:  # the store (rank 0) is gone: the main thread reports it
+            return
+
+
+def _side_store(rank: int, world: int, timeout_s: float, master: bool | None = None):
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]) + 1
-    return dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timedelta(seconds=timeout_s),
-                         wait_for_workers=False)
+    is_master = rank == 0 if master is None else master
+    return dist.TCPStore(host, port, world if is_master else None, is_master=is_master,
+                         timeout=timedelta(seconds=timeout_s), wait_for_workers=False)
 
 
 def _first_line(err: Exception) -> str:

@@ -16,9 +16,15 @@ from theory_lab.errors import ConfigError
 from theory_lab.results import atomic_write_text, provenance
 
 
-def select(ids: str | None) -> list[str]:
+TRACKS = ("synthetic", "llm", "all")
+
+
+def select(ids: str | None, track: str = "synthetic") -> list[str]:
+    """The claims named in `ids`, else every claim of `track` (the LLM ones are opt-in)."""
+    if track not in TRACKS:
+        raise ConfigError("--track", f"must be one of {', '.join(TRACKS)}, got {track!r}")
     if not ids:
-        return list(REGISTRY)
+        return [cid for cid, c in REGISTRY.items() if track in ("all", c.track)]
     chosen = [c.strip() for c in ids.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in REGISTRY]
     if unknown:
@@ -26,14 +32,17 @@ def select(ids: str | None) -> list[str]:
     return chosen
 
 
-def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=print) -> list[dict]:
-    ctx = Context(quick=quick, seeds=seeds, figure_dir=(Path(out) / "figures") if out else None)
+def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=print, **llm) -> list[dict]:
+    """Run the claims `ids`; `llm` sets the LLM-track claims' llm_model, llm_lr, data_dir."""
+    ctx = Context(quick=quick, seeds=seeds, figure_dir=(Path(out) / "figures") if out else None, **llm)
     rows = []
     for cid in ids:
         c = REGISTRY[cid]
         start = time.perf_counter()
         o = c.check(ctx)
         command = f"theory-lab verify --claims {cid} --seeds {seeds}" + (" --quick" if quick else "")
+        if c.track == "llm":
+            command = f"theory-lab verify --claims {cid} --llm-model {ctx.llm_model} --llm-lr {ctx.llm_lr:g}"
         rows.append({
             "claim": cid, "statement": c.statement, "source": c.source, "metric": c.metric,
             "regime": c.regime, "predicted": c.predicted, "tolerance": c.tolerance,

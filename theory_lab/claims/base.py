@@ -31,6 +31,7 @@ class Claim:
     tolerance: float
     check: Callable[["Context"], "Outcome"]
     should_hold: bool = True  # --strict fails when a claim that should hold is refuted
+    track: str = "synthetic"  # "llm": opt-in (`verify --track llm`), needs the LLM extra and minutes
 
 
 @dataclass
@@ -53,9 +54,9 @@ REGISTRY: dict[str, Claim] = {}
 
 
 def claim(id: str, *, statement: str, source: str, metric: str, regime: str, predicted: str,
-          tolerance: float, should_hold: bool = True):
+          tolerance: float, should_hold: bool = True, track: str = "synthetic"):
     def register(fn):
-        REGISTRY[id] = Claim(id, statement, source, metric, regime, predicted, tolerance, fn, should_hold)
+        REGISTRY[id] = Claim(id, statement, source, metric, regime, predicted, tolerance, fn, should_hold, track)
         return fn
     return register
 
@@ -67,6 +68,9 @@ class Context:
     seeds: int = 3
     figure_dir: Path | None = None
     runs: int = 0  # how many single runs the checks launched (for the report)
+    llm_model: str = "smollm2"  # the LLM-track claims' model ("tiny" for tests)
+    llm_lr: float = 0.01        # their SGD step size (ηEL small: the leading-order regime)
+    data_dir: str = ""          # their data directory ("" = llm.config's default)
 
     def sweep(self, base: dict, variants: list[dict], rounds: int | None = None, min_seeds: int = 0) -> RunResult:
         """Run `base` (a config as a dict) once per variant ({dotted.key: value}), all seeds
