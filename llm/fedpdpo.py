@@ -322,37 +322,4 @@ def build_fedpdpo_oracle(cfg, personal: PersonalConfig | None = None) -> FedPDPO
                          personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed)
 
 
-def summarize(paths: list[str]) -> str:
-    """A markdown table of the last logged round of one or more sweep tables (results.csv): per
-    variant (the `variant` column, else the algorithm), the mean ± std over the files (seeds) of
-    the personalised accuracy, its implicit and explicit parts, and the bytes sent per client."""
-    import pandas as pd
-
-    frames = []
-    for i, path in enumerate(paths):
-        t = pd.read_csv(path)
-        t = t[t["round"] == t["round"].max()].copy()
-        t["file"] = i
-        frames.append(t)
-    t = pd.concat(frames, ignore_index=True)
-    key = "variant" if "variant" in t else "algorithm"
-    cols = [c for c in ("eval_pref_acc", "eval_pref_acc_implicit", "eval_pref_acc_explicit") if c in t]
-    t["comm_MB_per_client"] = t["comm_bytes"] / t["n_clients"] / 1e6
-    rows = ["| method | " + " | ".join([*cols, "MB sent / client", "runs"]) + " |",
-            "|---" * (len(cols) + 3) + "|"]
-    for name, g in t.groupby(key, sort=False):
-        cells = []
-        for c in cols:
-            v = g[c].dropna()
-            cells.append("–" if v.empty else (f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"))
-        rows.append(f"| {name} | " + " | ".join([*cells, f"{g['comm_MB_per_client'].mean():.2f}", str(len(g))]) + " |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":   # python -m llm.fedpdpo runs/.../seed*/results.csv
-    import sys
-
-    print(summarize(sys.argv[1:]))
-
-
-__all__ = ["FedPDPOOracle", "build_fedpdpo_oracle", "summarize"]
+__all__ = ["FedPDPOOracle", "build_fedpdpo_oracle"]

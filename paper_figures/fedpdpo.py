@@ -7,7 +7,10 @@ ablations; lighter: baselines.
 
 Drawn only from sweep results (`theory-lab figures --fedpdpo DIR`, repeatable, DIR the --out of
 `theory-lab sweep --config configs/fedpdpo/<name>.toml`; of a sweep still running, its finished
-points); without them the figure is skipped."""
+points); without them the figure is skipped.
+
+The same numbers as the markdown table of docs/fedpdpo.md: `python -m paper_figures.fedpdpo DIR...`
+(one federation; DIRs = its seeds, or parts of one sweep split over processes)."""
 
 from __future__ import annotations
 
@@ -74,6 +77,31 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """Per method: the client-mean held-out accuracy (mean ± sd over seeds), its implicit and
+    explicit parts, each client's accuracy (mean over seeds), MB sent per client, the number of
+    seeds; then the reference model's own accuracy."""
+    s = summary(table).set_index("variant")
+    f = last(table.assign(run_id=table.get("source", 0).astype(str) + "/" + table["run_id"].astype(str)))
+    key = "variant" if "variant" in f and f["variant"].notna().all() else "algorithm"
+    cols = ["eval_pref_acc", "eval_pref_acc_implicit", "eval_pref_acc_explicit"]
+
+    def cell(v: pd.Series) -> str:
+        v = v.dropna()
+        return "–" if v.empty else f"{v.mean():.3f}" + (f" ± {v.std():.3f}" if len(v) > 1 else "")
+
+    rows = ["| method | accuracy | implicit | explicit | per client | MB sent / client | seeds |", "|---" * 7 + "|"]
+    for name, g in f.groupby(key, sort=False):
+        r = s.loc[str(name)]
+        mb = (g["comm_bytes"] / g["n_clients"]).mean() / 1e6
+        rows.append(f"| {name} | " + " | ".join([*(cell(g[c]) if c in g else "–" for c in cols),
+                                                 " / ".join(f"{a:.3f}" for a in r["clients"]), f"{mb:.2f}", str(r["n"])]) + " |")
+    ref = table["reference_pref_acc"].dropna() if "reference_pref_acc" in table else pd.Series(dtype=float)
+    if len(ref):
+        rows.append(f"| reference model | {ref.mean():.3f} | | | | | |")
+    return "\n".join(rows)
+
+
 def panel(ax, table: pd.DataFrame, labels: bool = True) -> None:
     s = summary(table)
     y = np.arange(len(s))[::-1]
@@ -128,3 +156,9 @@ def draw(table: pd.DataFrame, out_dir) -> list[Path]:
         panel(ax, groups[0])
         legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=2, fontsize=5.5)
     return paths + style.single(out_dir, NAME, key, height=1.6 + 0.17 * len(summary(groups[0])))
+
+
+if __name__ == "__main__":   # python -m paper_figures.fedpdpo DIR [DIR...]: the table of one federation
+    import sys
+
+    print(markdown(pd.concat([read(p).assign(source=k) for k, p in enumerate(sys.argv[1:])], ignore_index=True)))

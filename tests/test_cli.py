@@ -116,3 +116,11 @@ def test_divergence_names_step_size_and_two_over_L(cfg_file, tmp_path, capsys):
                  "--set", "algorithm.lr=1e9", "--set", "algorithm.batch_size=0", "--set", "problem.beta=5.0"])
     err = capsys.readouterr().err
     assert code == 2 and "diverged" in err and "algorithm.lr = 1e+09" in err and "2/L" in err
+
+
+def test_one_point_of_a_sweep_config_says_so(tmp_path, capsys):
+    path = tmp_path / "sweep.toml"
+    path.write_text(BASE + '[sweep.grid]\n"topology.name" = ["ring", "complete"]\n')
+    assert main(["synthetic", "--config", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert "[sweep] table" in capsys.readouterr().err
+    assert set(pd.read_csv(tmp_path / "o" / "results.csv")["topology"]) == {"ring"}

@@ -372,3 +372,16 @@ def test_figure_selection_with_llm_flags():
     cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["figures", "--llm", "--llm-model", "tiny", "--fedpdpo", "a", "--fedpdpo", "b"])
     assert (args.llm, args.llm_model, args.fedpdpo) == (True, "tiny", ["a", "b"])
+
+
+def test_fedpdpo_markdown_table_averages_seeds(tmp_path):
+    seeds = [fake_fedpdpo_dir(tmp_path / f"seed{s}", seed=s) for s in range(2)]
+    table = pd.concat([fedpdpo.read(p).assign(source=k) for k, p in enumerate(seeds)], ignore_index=True)
+    text = fedpdpo.markdown(table)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()[2:]}
+    assert list(rows)[:2] == ["fedpdpo", "fedpdpo-no-head"] and "reference model" in rows
+    finals = [pd.read_csv(p / "results.csv").query("round == 8 and variant == 'scaffold'") for p in seeds]
+    accs = [float(f["eval_pref_acc"].iloc[0]) for f in finals]
+    assert rows["scaffold"][1] == f"{np.mean(accs):.3f} ± {np.std(accs, ddof=1):.3f}"
+    client0 = np.mean([float(f["eval_pref_acc_client0"].iloc[0]) for f in finals])
+    assert rows["scaffold"][4].split(" / ")[0] == f"{client0:.3f}" and rows["scaffold"][6].strip(" |") == "2"

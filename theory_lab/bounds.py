@@ -669,7 +669,6 @@ def local_vs_minibatch_crossover(zeta2, sigma2, L, T, E, n, *, mu=0.0, D2=1.0, b
     regime = "strongly_convex" if mu > 0 else "convex"
     z = np.asarray(zeta2, dtype=float)
     R, E_ = float(T), float(E)
-    s = sigma2 / b
     local0 = local_sgd_woodworth_bound(R, c, E=E_, b=b, regime=regime)
     mb = minibatch_sgd_bound(R, c, E=E_, b=b, regime=regime)
     if regime == "convex":

@@ -65,6 +65,9 @@ def _cmd_run(args) -> int:
                               + (", and resume with the same number of processes)" if args.backend == "torch" else ")"))
         if args.config:
             cfg = load_config(args.config, args.set)
+            if "sweep" in read_toml(args.config):  # not an error: one point of a sweep is a common run
+                print(f"note: {args.config} has a [sweep] table; this runs its base config with your --set "
+                      f"overrides only (`theory-lab sweep` runs every point)", file=sys.stderr)
         elif args.resume:  # the config saved with the checkpoint
             try:
                 cfg = build_config(json.loads((ckpt / "meta.json").read_text())["config"], args.set)
