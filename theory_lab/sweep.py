@@ -11,6 +11,7 @@ seeds (seeds are vectorized inside a run), one results table for the whole sweep
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from pathlib import Path
@@ -53,26 +54,36 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
     points = grid_points(data)
     tables, runs = [], []
     start = time.perf_counter()
-    for i, point in enumerate(points):
-        point_overrides = [f"{k}={_toml(v)}" for k, v in point.items()]
-        cfg = build_config(data, [*point_overrides, *overrides])
-        label = f"[{i + 1}/{len(points)}] " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
-        result = _run_point(cfg, Path(out_dir) / "points" / f"{i:03d}" if out_dir else None, resume, progress, label)
-        table = result.table
-        table.insert(0, "run_id", i)
-        for key, value in point.items():
-            # a swept field gets a column unless the schema already has one (algorithm and
-            # topology names are the `algorithm` and `topology` columns)
-            column = key.split(".")[-1]
-            if column not in table and key not in ("algorithm.name", "topology.name"):
-                table.insert(1, column, value)
-        tables.append(table)
-        runs.append({"run_id": i, "point": point, "constants": result.manifest["constants"],
-                     "topology": result.manifest["topology"], "wall_s": result.manifest["wall_s"]})
+    with _load_models_once(data):  # LLM points share one loaded base model (deep copies)
+        for i, point in enumerate(points):
+            point_overrides = [f"{k}={_toml(v)}" for k, v in point.items()]
+            cfg = build_config(data, [*point_overrides, *overrides])
+            label = f"[{i + 1}/{len(points)}] " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+            point_dir = Path(out_dir) / "points" / f"{i:03d}" if out_dir else None
+            result = _run_point(cfg, point_dir, resume, progress, label)
+            table = result.table
+            table.insert(0, "run_id", i)
+            for key, value in point.items():
+                # a swept field gets a column unless the schema already has one (algorithm and
+                # topology names are the `algorithm` and `topology` columns)
+                column = key.split(".")[-1]
+                if column not in table and key not in ("algorithm.name", "topology.name"):
+                    table.insert(1, column, value)
+            tables.append(table)
+            runs.append({"run_id": i, "point": point, "constants": result.manifest["constants"],
+                         "topology": result.manifest["topology"], "wall_s": result.manifest["wall_s"]})
     manifest = {**result.manifest, "sweep": {**data.get("sweep", {}), "overrides": list(overrides)},
                 "runs": runs, "wall_s": time.perf_counter() - start}
     manifest.pop("constants", None)
     return RunResult(pd.concat(tables, ignore_index=True), manifest, None, None)
+
+
+def _load_models_once(data: dict):
+    if data.get("track") != "llm":
+        return contextlib.nullcontext()
+    from llm.model import reuse_loaded_models
+
+    return reuse_loaded_models()
 
 
 def _run_point(cfg, point_dir: Path | None, resume: bool, progress, label) -> RunResult:
