@@ -54,3 +54,26 @@ def test_llm_bad_input_is_one_line(tmp_path, capsys, override, field):
                  *TINY, "--set", override])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and field in err, err
+
+
+@needs_data
+def test_llm_sweep_loads_the_model_once_and_equals_separate_runs(tmp_path, monkeypatch):
+    import llm.model
+
+    loads = []
+    real = llm.model._load
+    monkeypatch.setattr(llm.model, "_load", lambda *a: loads.append(a) or real(*a))
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text((ROOT / "configs/llm/hh_feddpo.toml").read_text()
+                   + '[sweep.grid]\n"algorithm.local_steps" = [1, 2]\n')
+    assert main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "sweep"), *TINY]) == 0
+    assert len(loads) == 1
+    swept = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    for run_id, steps in enumerate([1, 2]):
+        out = tmp_path / f"one{steps}"
+        assert main(["llm", "--config", str(ROOT / "configs/llm/hh_feddpo.toml"), "--out", str(out), *TINY,
+                     "--set", f"algorithm.local_steps={steps}"]) == 0
+        one = pd.read_csv(out / "results.csv")
+        mine = swept[swept["run_id"] == run_id].reset_index(drop=True)
+        cols = [c for c in one.select_dtypes("number") if c != "wall_s"]
+        pd.testing.assert_frame_equal(mine[cols], one[cols], check_exact=True)
