@@ -28,6 +28,9 @@ from theory_lab.results import read_results
 NAME = "fedpdpo"
 SKIP = "no FedPDPO results: pass --fedpdpo DIR (the --out of theory-lab sweep --config configs/fedpdpo/*.toml)"
 FEDERATION = ["dataset", "n_clients", "partition", "model"]
+# the methods of configs/fedpdpo/*.toml in their order there; other names follow in table order
+METHODS = ["fedpdpo", "fedpdpo-no-head", "fedpdpo-no-reward", "fedpdpo-no-bottleneck", "fedpdpo-no-sharing",
+           "local-dpo", "feddpo", "fedprox", "feddpo-sgd", "scaffold"]
 
 
 def _reference(manifest: dict) -> float:
@@ -74,7 +77,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         lo, hi = max(lo, 0.0), min(hi, 1.0)  # an accuracy: the interval clipped to [0, 1] (2 seeds: t = 12.7)
         rows.append({"variant": str(name), "mean": m, "low": lo, "high": hi, "n": len(g),
                      "clients": clients.mean(axis=0).dropna().tolist()})
-    return pd.DataFrame(rows)
+    rank = {name: k for k, name in enumerate(METHODS)}
+    return pd.DataFrame(sorted(rows, key=lambda r: rank.get(r["variant"], len(METHODS))))
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -91,8 +95,9 @@ def markdown(table: pd.DataFrame) -> str:
         return "–" if v.empty else f"{v.mean():.3f}" + (f" ± {v.std():.3f}" if len(v) > 1 else "")
 
     rows = ["| method | accuracy | implicit | explicit | per client | MB sent / client | seeds |", "|---" * 7 + "|"]
-    for name, g in f.groupby(key, sort=False):
-        r = s.loc[str(name)]
+    groups = {str(name): g for name, g in f.groupby(key, sort=False)}
+    for name, r in s.iterrows():
+        g = groups[name]
         mb = (g["comm_bytes"] / g["n_clients"]).mean() / 1e6
         rows.append(f"| {name} | " + " | ".join([*(cell(g[c]) if c in g else "–" for c in cols),
                                                  " / ".join(f"{a:.3f}" for a in r["clients"]), f"{mb:.2f}", str(r["n"])]) + " |")
