@@ -83,8 +83,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """Per method: the client-mean held-out accuracy (mean ± sd over seeds), its implicit and
-    explicit parts, each client's accuracy (mean over seeds), MB sent per client, the number of
-    seeds; then the reference model's own accuracy."""
+    explicit parts, each client's accuracy (only for one seed: another seed draws another
+    partition, so client k is another client), MB sent per client, the number of seeds; then the
+    reference model's own accuracy."""
     s = summary(table).set_index("variant")
     f = last(table.assign(run_id=table.get("source", 0).astype(str) + "/" + table["run_id"].astype(str)))
     key = "variant" if "variant" in f and f["variant"].notna().all() else "algorithm"
@@ -99,11 +100,13 @@ def markdown(table: pd.DataFrame) -> str:
     for name, r in s.iterrows():
         g = groups[name]
         mb = (g["comm_bytes"] / g["n_clients"]).mean() / 1e6
+        one_seed = g.get("seed", pd.Series(dtype=float)).nunique() <= 1
+        clients = " / ".join(f"{a:.3f}" for a in r["clients"]) if one_seed else "–"
         rows.append(f"| {name} | " + " | ".join([*(cell(g[c]) if c in g else "–" for c in cols),
-                                                 " / ".join(f"{a:.3f}" for a in r["clients"]), f"{mb:.2f}", str(r["n"])]) + " |")
-    ref = table["reference_pref_acc"].dropna() if "reference_pref_acc" in table else pd.Series(dtype=float)
-    if len(ref):
-        rows.append(f"| reference model | {ref.mean():.3f} | | | | | |")
+                                                 clients, f"{mb:.2f}", str(r["n"])]) + " |")
+    if "reference_pref_acc" in f and f["reference_pref_acc"].notna().any():
+        per_seed = f.groupby(f["seed"] if "seed" in f else 0)["reference_pref_acc"].first()
+        rows.append(f"| reference model | {cell(per_seed)} | | | | | {len(per_seed)} |")
     return "\n".join(rows)
 
 
