@@ -33,6 +33,12 @@ METHODS = ["fedpdpo", "fedpdpo-no-head", "fedpdpo-no-reward", "fedpdpo-no-bottle
            "local-dpo", "feddpo", "fedprox", "feddpo-sgd", "scaffold"]
 
 
+def _seeds(manifest: dict) -> str:
+    """The seeds a run used ("run.seed/llm.seed"): the table's `seed` column is run.seeds."""
+    cfg = manifest.get("config", {})
+    return f"{cfg.get('run', {}).get('seed', 0)}/{cfg.get('llm', {}).get('seed', 0)}"
+
+
 def _reference(manifest: dict) -> float:
     ref = (manifest.get("reference_pref_acc") or {}).get("weighted")
     return math.nan if ref is None else float(ref)
@@ -47,13 +53,13 @@ def read(path) -> pd.DataFrame:
     points = sorted(d.glob("points/[0-9]*/results.csv"))
     if path.suffix == ".csv" or (d / "results.csv").is_file() or not points:
         table, manifest = read_results(d)
-        return table.assign(reference_pref_acc=_reference(manifest))
+        return table.assign(reference_pref_acc=_reference(manifest), seeds_used=_seeds(manifest))
     tables = []
     for csv in points:
         table, manifest = read_results(csv.parent)
         personal = manifest.get("config", {}).get("llm", {}).get("personal", {})
         tables.append(table.assign(run_id=int(csv.parent.name), variant=personal.get("variant") or table["algorithm"],
-                                   reference_pref_acc=_reference(manifest)))
+                                   reference_pref_acc=_reference(manifest), seeds_used=_seeds(manifest)))
     return pd.concat(tables, ignore_index=True)
 
 
@@ -100,12 +106,12 @@ def markdown(table: pd.DataFrame) -> str:
     for name, r in s.iterrows():
         g = groups[name]
         mb = (g["comm_bytes"] / g["n_clients"]).mean() / 1e6
-        one_seed = g.get("seed", pd.Series(dtype=float)).nunique() <= 1
+        one_seed = g.get("seeds_used", pd.Series(dtype=float)).nunique() <= 1
         clients = " / ".join(f"{a:.3f}" for a in r["clients"]) if one_seed else "–"
         rows.append(f"| {name} | " + " | ".join([*(cell(g[c]) if c in g else "–" for c in cols),
                                                  clients, f"{mb:.2f}", str(r["n"])]) + " |")
     if "reference_pref_acc" in f and f["reference_pref_acc"].notna().any():
-        per_seed = f.groupby(f["seed"] if "seed" in f else 0)["reference_pref_acc"].first()
+        per_seed = f.groupby(f["seeds_used"] if "seeds_used" in f else 0)["reference_pref_acc"].first()
         rows.append(f"| reference model | {cell(per_seed)} | | | | | {len(per_seed)} |")
     return "\n".join(rows)
 

@@ -386,5 +386,5 @@ def test_fedpdpo_markdown_table_averages_seeds(tmp_path):
     client0 = np.mean([float(f["eval_pref_acc_client0"].iloc[0]) for f in finals])
     assert rows["scaffold"][4].split(" / ")[0] == f"{client0:.3f}" and rows["scaffold"][6].strip(" |") == "2"
     # two seeds draw two partitions: client k differs between them, so no per-client mean
-    seeds = fedpdpo.markdown(table.assign(seed=table["source"])).splitlines()
+    seeds = fedpdpo.markdown(table.assign(seeds_used=table["source"])).splitlines()
     assert all(line.split(" | ")[4] == "–" for line in seeds[2:-1]) and seeds[-1].endswith("| 2 |")
