@@ -69,13 +69,19 @@ def prepare(lab: Lab) -> pd.DataFrame | None:
     return pd.concat([read(p).assign(source=k) for k, p in enumerate(lab.fedpdpo)], ignore_index=True)
 
 
-def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per variant (in table order): mean, interval over sources of the client-mean accuracy, and
-    each client's accuracy (mean over sources) as a list."""
+def _final(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The last logged round of every run (run ids told apart across sources) and the column that
+    names the method."""
     key = "variant" if "variant" in table and table["variant"].notna().all() else "algorithm"
     if "source" not in table:
         table = table.assign(source=0)
-    f = last(table.assign(run_id=table["source"].astype(str) + "/" + table["run_id"].astype(str)))
+    return last(table.assign(run_id=table["source"].astype(str) + "/" + table["run_id"].astype(str))), key
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (in table order): mean, interval over sources of the client-mean accuracy, and
+    each client's accuracy (mean over sources) as a list."""
+    f, key = _final(table)
     rows = []
     for name, g in f.groupby(key, sort=False):
         clients = g[client_columns(g)].dropna(axis=1, how="all")
@@ -93,8 +99,7 @@ def markdown(table: pd.DataFrame) -> str:
     partition, so client k is another client), MB sent per client, the number of seeds; then the
     reference model's own accuracy."""
     s = summary(table).set_index("variant")
-    f = last(table.assign(run_id=table.get("source", 0).astype(str) + "/" + table["run_id"].astype(str)))
-    key = "variant" if "variant" in f and f["variant"].notna().all() else "algorithm"
+    f, key = _final(table)
     cols = ["eval_pref_acc", "eval_pref_acc_implicit", "eval_pref_acc_explicit"]
 
     def cell(v: pd.Series) -> str:
