@@ -13,6 +13,7 @@ log-probs by the response length before the loss; here every loss type uses the 
 from __future__ import annotations
 
 import inspect
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,10 @@ from theory_lab.errors import ConfigError
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 _ACCEPTS: dict[tuple[type, str], bool] = {}
+# transformers 5.24 renamed forward's `past_key_values` (and the output field) to `cache`
+CACHE_ARGS = ("cache", "past_key_values")
+log = logging.getLogger(__name__)
+_SAID: set[tuple[type, str]] = set()
 
 
 def _accepts(model, arg: str) -> bool:
@@ -30,6 +35,20 @@ def _accepts(model, arg: str) -> bool:
     if key not in _ACCEPTS:
         _ACCEPTS[key] = arg in inspect.signature(base.forward).parameters
     return _ACCEPTS[key]
+
+
+def _cache_arg(model) -> str | None:
+    """The name under which the model's forward takes (and its output returns) a KV cache, or None."""
+    return next((name for name in CACHE_ARGS if _accepts(model, name)), None)
+
+
+def _say_once(model, why: str) -> None:
+    """Log once per model class and reason that prefix sharing falls back to full rows (same values,
+    slower on the CPU): a fast path never disappears silently."""
+    key = (type(model.get_base_model() if hasattr(model, "get_base_model") else model), why)
+    if key not in _SAID:
+        _SAID.add(key)
+        log.warning("prefix sharing unavailable for %s (%s): log-probs run on full rows", key[0].__name__, why)
 
 
 def _masked_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -81,7 +100,9 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
     Needs rows laid out as llm.data.tokenize_pairs makes them: [prompt (>= 1 token), response,
     right padding], chosen and rejected prompts the same token ids, and a model taking
-    past_key_values. Anything else falls back to sequence_logps on the full rows (same values)."""
+    KV cache (`cache` since transformers 5.24, `past_key_values` before). Anything else falls back to
+    sequence_logps on the full rows (same values); a model without a cache argument, or whose cache
+    cannot be indexed, is logged once."""
     rows, T = input_ids.shape
     b, dev = rows // 2, input_ids.device
 
@@ -89,7 +110,11 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
         logps = sequence_logps(model, input_ids, attention_mask, response_mask)
         return logps[:b], logps[b:]
 
-    if rows == 0 or rows % 2 or not _accepts(model, "past_key_values"):
+    cache_arg = _cache_arg(model)
+    if cache_arg is None:
+        _say_once(model, f"its forward takes none of {', '.join(CACHE_ARGS)}")
+        return fallback()
+    if rows == 0 or rows % 2:
         return fallback()
     att = attention_mask.bool()
     resp = response_mask.to(torch.bool) & att
@@ -107,8 +132,9 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     prompt_mask = (col[:P] < p[:b, None]).long()   # columns p .. P-1 of a chosen row may hold its response: masked
     out = model(input_ids=input_ids[:b, :P], attention_mask=prompt_mask,
                 position_ids=col[:P].expand(b, -1), use_cache=True, **kwargs)
-    cache = out.past_key_values
+    cache = getattr(out, cache_arg, None)
     if not hasattr(cache, "batch_select_indices"):
+        _say_once(model, f"its cache ({type(cache).__name__}) has no batch_select_indices")
         return fallback()
     last = (p[:b] - 1 - (P - keep)).view(b, 1, 1)
     first = out.logits[:, -keep:].gather(1, last.expand(-1, -1, out.logits.shape[-1]))   # [b, 1, V]
@@ -123,7 +149,7 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
         # 3. responses; the mask's prompt columns keep the prompt padding masked
         mask = torch.cat([prompt_mask.repeat(2, 1), resp_mask[:, :R - 1].long()], 1)
         logits = model(input_ids=resp_ids[:, :R - 1], attention_mask=mask, position_ids=p[:, None] + j[:R - 1],
-                       past_key_values=cache, use_cache=True).logits                  # predict columns 1 .. R-1
+                       use_cache=True, **{cache_arg: cache}).logits                  # predict columns 1 .. R-1
         logps = logps + _masked_logps(logits, resp_ids[:, 1:], resp_mask[:, 1:])
     return logps[:b], logps[b:]
 

@@ -1,6 +1,8 @@
 """DPO on sequences: the three loss types against independent formulas, TRL metric names, and
 response-token log-probabilities (shifted, masked, padding-invariant)."""
 
+import inspect
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -284,3 +286,41 @@ def test_shared_prompt_logps_falls_back_when_the_prompt_is_not_shared(model):
             assert torch.equal(torch.cat([c, r]), sequence_logps(model, *rows))
         stub = PositionLogits(ids.shape[1])                        # its forward takes no past_key_values
         assert torch.equal(torch.cat(shared_prompt_logps(stub, ids, att, resp)), sequence_logps(stub, ids, att, resp))
+
+
+class OldCacheName(torch.nn.Module):
+    """The model's forward under the pre-5.24 spelling: takes and returns `past_key_values`."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
+                use_cache=None, logits_to_keep=0):
+        name = "cache" if "cache" in inspect.signature(self.inner.forward).parameters else "past_key_values"
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=use_cache, logits_to_keep=logits_to_keep, **{name: past_key_values})
+        return SimpleNamespace(logits=out.logits, past_key_values=getattr(out, name))
+
+
+def test_shared_prompt_logps_takes_both_spellings_of_the_cache_argument(model):
+    """`cache` (transformers >= 5.24) and `past_key_values` (before): both share the prompt."""
+    ids, att, resp = _shared_pairs(SPECS)
+    full = sequence_logps(model, ids, att, resp)
+    with torch.no_grad():
+        for m in (model, OldCacheName(model)):
+            (c, r), shapes = _embedded_shapes(model, lambda: shared_prompt_logps(m, ids, att, resp))
+            assert len(shapes) == 2, type(m).__name__          # prompt forward, then the responses
+            torch.testing.assert_close(torch.cat([c, r]), full, rtol=1e-12, atol=1e-12)
+
+
+def test_missing_fast_path_is_logged_once(caplog, monkeypatch):
+    import llm.dpo
+    monkeypatch.setattr(llm.dpo, "_SAID", set())            # earlier tests may have said it already
+    ids, att, resp = _shared_pairs(SPECS)
+    stub = PositionLogits(ids.shape[1])
+    with caplog.at_level(logging.WARNING, logger="llm.dpo"):
+        for _ in range(3):
+            shared_prompt_logps(stub, ids, att, resp)
+    said = [r.getMessage() for r in caplog.records if "prefix sharing unavailable" in r.getMessage()]
+    assert len(said) == 1 and "PositionLogits" in said[0]
