@@ -2,7 +2,7 @@
 instantiated upper bound (Koloskova et al.'20 Thm 2 with constant step, hidden constants set to 1:
 theory_lab.bounds.feddpo_bound / decdpo_bound, with each replica's exact constants), and the
 tightness ratio bound / empirical (≥ 1 means the bound holds). Same runs and weighting as the
-claim bound-validity (theory_lab/claims/rates.py): FedDPO E ∈ {1, 4}, S ∈ {N, N/2}, DecDPO on a
+claim bound-validity (theory_lab/claims/bound_claims.py): FedDPO E ∈ {1, 4}, S ∈ {N, N/2}, DecDPO on a
 ring and on the complete graph, batch 4, η = 1/(4 L E), from θ_ref."""
 
 from __future__ import annotations
