@@ -25,6 +25,7 @@ fixed seed). Computed over a whole data set, so a pair's group does not depend o
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import gzip
@@ -317,6 +318,16 @@ def _render(messages: list, where: str) -> str:
 _LOADERS = {"hh-rlhf": _load_hh, "imdb-cad": _load_imdb, "pandalm": _load_pandalm, "ultrafeedback": _load_ultrafeedback}
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def topic_clusters(texts: Sequence[str], k: int = N_TOPICS, dim: int = 512, rank: int = 32) -> list[str]:
     """Deterministic cheap topic labels "topic-j" (see the module docstring)."""
     k = min(k, len(texts) // 20)   # about 20 texts per cluster at least, else one topic
@@ -328,13 +339,20 @@ def topic_clusters(texts: Sequence[str], k: int = N_TOPICS, dim: int = 512, rank
             if word not in _STOPWORDS:
                 X[i, zlib.crc32(word.encode()) % dim] += 1
     idf = np.log((1 + len(texts)) / (1 + (X > 0).sum(0))) + 1
-    X = np.log1p(X) * idf
+    # Integer features (tf-idf on a 1/256 grid) make the Gram matrix exact whatever the summation
+    # order, so BLAS threading cannot change it; the eigenvectors and the projection run on one
+    # thread, and the projection is rounded: the same texts give the same topics on 1 or 2 threads
+    # (k-means amplifies last-bit differences into different partitions).
+    X = np.rint(np.log1p(X) * idf * 256)
     # the top principal directions (eigh of the small dim x dim Gram) merge co-occurring words, so
     # k-means finds topics instead of one giant cluster of short texts; torch's eigh, because
     # multithreaded OpenBLAS next to torch's thread pool can take seconds on this 512 x 512 matrix
-    gram = torch.from_numpy(X.T @ X)
-    Z = X @ torch.linalg.eigh(gram).eigenvectors.numpy()[:, ::-1][:, :rank]
+    with _one_torch_thread():
+        V = torch.linalg.eigh(torch.from_numpy(X.T @ X)).eigenvectors.flip(-1)[:, :rank]
+        V = V * V[V.abs().argmax(0), torch.arange(V.shape[1])].sign()   # a fixed sign per direction
+        Z = (torch.from_numpy(X) @ V).numpy()
     Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    Z = np.round(Z, 6)
     if not Z.any():
         return ["topic-0"] * len(texts)
     with warnings.catch_warnings():
