@@ -198,3 +198,53 @@ def fit_terms(x_columns: dict[str, np.ndarray], y, seeds=None, n_boot: int = 100
     return TermsFit(names, dict(zip(names, map(float, coef))),
                     dict(zip(names, map(float, lims[0]))), dict(zip(names, map(float, lims[1]))),
                     rel, int(len(y)), G, int((~keep).sum()), ci, mode)
+
+
+@dataclass
+class RatioFit:
+    """Observed/predicted coefficient: the geometric mean of the per-point ratios, with a CI."""
+    ratio: float
+    ci_low: float
+    ci_high: float
+    min: float                   # smallest and largest single ratio (spread across the sweep)
+    max: float
+    n_points: int
+    n_seeds: int
+    n_dropped: int = 0
+    ci_level: float = 0.95
+    bootstrap: str = "seeds"
+
+    def scaled(self, factor: float) -> "RatioFit":
+        """The same fit against a prediction multiplied by `factor` (the ×2 coefficient control):
+        the log-mean and its bootstrap are equivariant, so every ratio is divided by `factor`."""
+        k = 1.0 / factor
+        return RatioFit(self.ratio * k, self.ci_low * k, self.ci_high * k, self.min * k, self.max * k,
+                        self.n_points, self.n_seeds, self.n_dropped, self.ci_level, self.bootstrap)
+
+
+def ratio_fit(observed, predicted, seeds=None, n_boot: int = 1000, ci: float = 0.95, rng=None) -> RatioFit:
+    """Observed/predicted as exp(mean log ratio), CI by the same bootstrap as the slope fits.
+
+    The log scale weights a sweep whose values span decades evenly (a floor 100× smaller counts
+    as much as the largest). Uncertainty comes from seeds (each seed is its own random problem),
+    not from the spread of ratios across the sweep, which `min` / `max` report.
+
+    Parameters
+    ----------
+    observed, predicted : arrays of equal length (one entry per run and seed)
+    seeds : the seed of each entry (None: one seed)
+
+    Returns
+    -------
+    RatioFit; non-finite or non-positive ratios are dropped and counted.
+    """
+    r = np.asarray(observed, float).ravel() / np.asarray(predicted, float).ravel()
+    keep = np.isfinite(r) & (r > 0)
+    s = None if seeds is None else np.asarray(seeds).ravel()[keep]
+    y = np.log(r[keep])
+    if y.size == 0:
+        nan = float("nan")
+        return RatioFit(nan, nan, nan, nan, nan, 0, 0, int((~keep).sum()), ci, "none")
+    coef, lims, mode, G = _fit(np.ones((y.size, 1)), y, s, False, n_boot, ci, rng)
+    return RatioFit(float(np.exp(coef[0])), float(np.exp(lims[0, 0])), float(np.exp(lims[1, 0])),
+                    float(np.exp(y.min())), float(np.exp(y.max())), int(y.size), G, int((~keep).sum()), ci, mode)

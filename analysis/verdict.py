@@ -1,7 +1,10 @@
-"""Claim verdicts: confirmed / refuted / inconclusive, each with a one-sentence reason.
+"""Claim verdicts: confirmed / refuted / inconclusive / outside regime, each with a reason.
 
 A refuted claim is a result, not a bug; an inconclusive one says what would be needed (more
-seeds, a cleaner regime), so the report never over-states what the data show.
+seeds, a cleaner regime), so the report never over-states what the data show. A verdict can be
+trusted only if the same check would have refuted a wrong prediction: `decide` confirms a claim
+only when its prediction (and coefficient) pass AND every negative control is refuted by the
+same check, inside the claim's regime.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .fits import FitResult
+from .fits import FitResult, RatioFit
 
-STATUSES = ("confirmed", "refuted", "inconclusive")
+STATUSES = ("confirmed", "refuted", "inconclusive", "outside regime")
 
 
 @dataclass
@@ -107,3 +110,66 @@ def judge_ordering(values: dict[str, float], expected_order: list[str],
     if ties:
         return Verdict("inconclusive", f"expected {chain}, but cannot separate {', '.join(ties)}.")
     return Verdict("confirmed", f"observed order {chain} as expected.")
+
+
+def judge_ratio(fit: RatioFit, band: tuple[float, float]) -> Verdict:
+    """Judge an observed/predicted coefficient against a declared band [lo, hi].
+
+    refuted: the whole CI lies outside the band. confirmed: the whole CI lies inside it (so the
+    data resolve the band: noisier data cannot confirm more easily). inconclusive otherwise.
+    """
+    lo, hi = band
+    pct = f"{100 * fit.ci_level:g}%"
+    desc = (f"observed/predicted {fit.ratio:.3g} ({pct} CI [{fit.ci_low:.3g}, {fit.ci_high:.3g}], "
+            f"single ratios {fit.min:.3g}..{fit.max:.3g}, {fit.n_points} points, {fit.n_seeds} seeds)")
+    target = f"band [{lo:g}, {hi:g}]"
+    if not all(map(math.isfinite, (fit.ratio, fit.ci_low, fit.ci_high))):
+        return Verdict("inconclusive", f"no usable ratio or CI ({fit.n_points} points, "
+                                       f"{fit.n_dropped} dropped) to compare with the {target}.")
+    if fit.ci_high < lo or fit.ci_low > hi:
+        return Verdict("refuted", f"{desc} lies entirely outside the {target}.")
+    if lo <= fit.ci_low and fit.ci_high <= hi:
+        return Verdict("confirmed", f"{desc} lies inside the {target}.")
+    return Verdict("inconclusive", f"{desc} straddles the edge of the {target}: not resolved.")
+
+
+def decide(prediction: Verdict, *, coefficient: Verdict | None = None,
+           controls: dict[str, Verdict] | None = None, missing: list[str] = (),
+           small: tuple[str, float, float] | None = None) -> Verdict:
+    """A claim's final verdict from its parts.
+
+    Parameters
+    ----------
+    prediction : the check's verdict on the predicted form (exponent, ordering, identity…)
+    coefficient : the verdict on observed/predicted (None where no exact coefficient exists)
+    controls : name -> the same check's verdict on that negative control (each must be refuted)
+    missing : declared controls the check did not run
+    small : (name, value, limit) of the claim's small parameter
+
+    Returns
+    -------
+    Verdict, in this order of precedence: "outside regime" when value > limit (never confirmed
+    there); "refuted" when the prediction or coefficient is; "inconclusive" when either is;
+    "inconclusive (does not discriminate: …)" when a control was not run or not refuted;
+    otherwise "confirmed".
+    """
+    parts = [f"prediction: {prediction.status} ({prediction.reason})"]
+    if coefficient is not None:
+        parts.append(f"coefficient: {coefficient.status} ({coefficient.reason})")
+    body = " ".join(parts)
+    if small is not None:
+        name, value, limit = small
+        if not (math.isfinite(value) and value <= limit):
+            return Verdict("outside regime", f"{name} = {value:.3g} exceeds its declared limit {limit:g}: "
+                                             f"the leading-order prediction is not tested here. {body}")
+    judged = [prediction] + ([coefficient] if coefficient is not None else [])
+    for status in ("refuted", "inconclusive", "outside regime"):
+        if any(v.status == status for v in judged):
+            return Verdict("refuted" if status == "refuted" else "inconclusive", body)
+    weak = [f"control {n} not run" for n in missing]
+    weak += [f"control {n} is {v.status}, not refuted ({v.reason})"
+             for n, v in (controls or {}).items() if v.status != "refuted"]
+    if weak:
+        return Verdict("inconclusive", f"does not discriminate: {'; '.join(weak)}. {body}")
+    ctl = f" Every control refuted by the same check ({', '.join(controls)})." if controls else ""
+    return Verdict("confirmed", body + ctl)

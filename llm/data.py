@@ -136,8 +136,11 @@ def _keep(pairs: list[tuple[str, PreferencePair]], name: str, skipped: Counter) 
     kept = [(s, p) for s, p in pairs if p.chosen != p.rejected]
     if len(kept) < len(pairs):
         skipped["chosen == rejected"] += len(pairs) - len(kept)
+    said = ", ".join(f"{n} ({why})" for why, n in skipped.items())
+    if not kept:
+        raise DataError(f"{name}: no usable preference pairs" + (f": all skipped, {said}" if said else " (empty)"))
     if skipped:
-        log.info("%s: %d pairs; skipped %s", name, len(kept), ", ".join(f"{n} ({why})" for why, n in skipped.items()))
+        log.info("%s: %d pairs; skipped %s", name, len(kept), said)
     return kept
 
 

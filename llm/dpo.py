@@ -174,6 +174,14 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return losses, chosen_rewards, rejected_rewards
 
 
+def preference_accuracy(margins: torch.Tensor) -> torch.Tensor:
+    """Fraction of pairs with margin > 0, as a float64 scalar; NaN when every margin is exactly 0
+    (the reference model itself, e.g. at round 0: its implicit-reward accuracy measures nothing,
+    and a 0 would plot as a drop to zero)."""
+    margins = margins.double()
+    return (margins > 0).double().mean() if bool(margins.ne(0).any()) else margins.new_tensor(float("nan"))
+
+
 def dpo_metrics(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                 ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
                 beta: float, loss_type: str = "sigmoid") -> dict[str, float]:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from llm.oracle import LLMOracle, _rows
 from llm.personal import PersonalAdamW, PersonalConfig, PersonalModules
-from llm.dpo import dpo_loss
+from llm.dpo import dpo_loss, preference_accuracy
 from llm.model import set_trainable_vector
 
 
@@ -249,8 +249,8 @@ class FedPDPOOracle(LLMOracle):
         for i in range(self.n_clients):
             implicit, explicit = self._client_margins(theta[0], i)
             combined = self._combined(implicit, explicit)
-            acc.append((combined > 0).double().mean())
-            acc_imp.append((implicit > 0).double().mean())
+            acc.append(preference_accuracy(combined))
+            acc_imp.append(preference_accuracy(implicit))
             margin.append(combined.mean())
             if explicit is not None:
                 acc_exp.append((explicit > 0).double().mean())

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from llm.dpo import LOSS_TYPES, dpo_loss, shared_prompt_logps
+from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, shared_prompt_logps
 from llm.model import add_lora, load_model, resolve_device, set_trainable_vector, trainable_parameters
 from theory_lab.errors import ConfigError
 
@@ -196,8 +196,11 @@ class LLMOracle:
         from pathlib import Path
 
         path = Path(path)
+        from theory_lab.results import umask_mode
+
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
+            tmp.chmod(umask_mode(0o777))   # mkdtemp makes 0700; the files are saved with the umask's modes
             self._load(theta[0])
             self.model.save_pretrained(tmp, safe_serialization=True)
             if path.exists():
@@ -228,7 +231,7 @@ class LLMOracle:
         self._load(theta[0])
         w = self.weights[0].double()
         margins = [self._margins(tp, ref).double().cpu() for tp, ref in zip(self.heldout, self.ref_heldout)]
-        acc = torch.stack([(h > 0).double().mean() for h in margins])
+        acc = torch.stack([preference_accuracy(h) for h in margins])
         margin = torch.stack([h.mean() for h in margins])
         self._zero_grad()
         loss = sum(w[i] * self._backward(i, self.eval_idx[i], float(w[i])) for i in range(self.n_clients))

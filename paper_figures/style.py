@@ -85,8 +85,6 @@ def save(fig, out_dir: str | Path, name: str) -> list[Path]:
     fig.set_layout_engine("none")  # keep that layout: positions are figure-relative, any backend
     atomic_write(pdf, lambda tmp: fig.savefig(tmp, format="pdf"))
     plt.close(fig)
-    for path in (pdf, png):
-        os.chmod(path, 0o644)  # mkstemp makes 0600 files
     return [pdf, png]
 
 

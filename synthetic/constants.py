@@ -65,6 +65,29 @@ def hessian_max_eig_at(model, theta: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(model.global_hessian(theta))[:, -1]
 
 
+def gradient_noise_covariance(model, theta: torch.Tensor) -> torch.Tensor:
+    """[S, N, P, P]: covariance of one sampled pair's gradient within each client at θ [S, P].
+
+    A with-replacement batch of b has covariance Cov_i / b; FedDPO's aggregated step noise is
+    Σ_i w_i² Cov_i / b. Its trace is σ_i² at θ*; its shape (against the Hessian) sets how delays
+    raise the floor (docs/theory.md §3.4: tr(H C)/tr(C), not L)."""
+    X = model._bcast(theta)
+    dev = model.per_pair_grads(X) - model.grad(X)[:, :, None]
+    return torch.einsum("snj,snjp,snjq->snpq", model.problem.pair_weight, dev, dev)
+
+
+def per_sample_smoothness(problem: SyntheticProblem) -> torch.Tensor:
+    """[S]: the largest smoothness of one pair's loss, max_j β²/4 ‖z_j‖² + l2 (horizon 1).
+
+    The constant Koloskova et al. 2020 (Assumption 1: every F_i(·, ξ) is L-smooth) assume; it is
+    at least each client's L_i, which is at least the global L. For H > 1 the derived bound (the
+    same for pairs, clients and f)."""
+    if problem.visits is not None:
+        return _smoothness(problem, problem.client_weights)
+    norms = problem.dphi.pow(2).sum(-1) * (problem.pair_weight > 0)
+    return problem.beta**2 / 4 * norms.flatten(1).max(-1).values + problem.l2
+
+
 def _smoothness(problem: SyntheticProblem, client_weights=None) -> torch.Tensor:
     """Per-client smoothness [S, N], or global [S] when client weights are given.
 

@@ -53,7 +53,7 @@ class Case:
     name: str
     args: list[str]           # after `theory-lab`; {cfg}, {out}, {tmp} are filled in
     expect: str               # must appear in the error line (the field or file:line)
-    files: dict[str, str] = field(default_factory=dict)  # name -> content, written under tmp first
+    files: dict[str, str | bytes] = field(default_factory=dict)  # name -> content, written under tmp first
     needs_data: bool = False
 
 
@@ -113,7 +113,7 @@ CASES = [
               name="diverging run (message gives the step size and 2/L)"),
     Case("resume without a checkpoint", ["synthetic", "--resume", "{tmp}/empty"], "--resume"),
     Case("resume from another config's checkpoint",
-         ["synthetic", "--config", "{tmp}/cfg.toml", "--resume", "{tmp}/ckpt", "--quiet"], "different config",
+         ["synthetic", "--config", "{tmp}/cfg.toml", "--resume", "{tmp}/ckpt", "--quiet"], "another config",
          {"cfg.toml": BASE, "ckpt/checkpoint/meta.json": '{"round": 1, "t": 1, "records": [], "counters": {},'
                                                         ' "config": {}, "config_hash": "0"}',
           "ckpt/checkpoint/state.safetensors": ""}),
@@ -133,6 +133,24 @@ CASES = [
                                   "--set", 'llm.dataset="jsonl:{tmp}/pairs.jsonl"'], "pairs.jsonl:2",
          {"cfg.toml": LLM, "pairs.jsonl": '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a",\n'},
          needs_data=True),
+    Case("JSONL of ties only", ["llm", "--config", "{tmp}/cfg.toml", "--out", "{out}", "--quiet",
+                                "--set", 'llm.dataset="jsonl:{tmp}/ties.jsonl"'], "3 (chosen == rejected)",
+         {"cfg.toml": LLM, "ties.jsonl": '{"prompt": "a", "chosen": "b", "rejected": "b"}\n' * 3}, needs_data=True),
+    Case("binary config file", ["synthetic", "--config", "{tmp}/bin.toml", "--out", "{out}"], "bin.toml",
+         {"bin.toml": bytes(range(256))}),
+    synthetic("run.seeds=[0,1", expect="invalid TOML value", name="unclosed list in --set"),
+    synthetic('track="llm"', expect="--set track", name="--set track on a config of the other track"),
+    Case("--set on the sweep grid", ["sweep", "--config", "{tmp}/cfg.toml", "--out", "{out}", "--set",
+                                     "sweep.grid={}"], "--set sweep.grid", {"cfg.toml": BASE}),
+    Case("verify with zero seeds", ["verify", "--seeds", "0", "--out", "{out}"], "--seeds"),
+    Case("verify with negative seeds", ["verify", "--seeds", "-2", "--out", "{out}"], "--seeds"),
+    Case("topology with no nodes", ["topology", "ring", "--n", "0"], "--n"),
+    Case("resume from a missing folder", ["synthetic", "--resume", "{tmp}/nope"], "no such folder"),
+    Case("output folder holds a previous run", ["synthetic", "--config", "{tmp}/cfg.toml", "--out", "{tmp}/old",
+                                                "--quiet"], "--overwrite",
+         {"cfg.toml": BASE, "old/results.csv": "round\n0\n", "old/manifest.json": "{}"}),
+    Case("output folder under a file", ["synthetic", "--config", "{tmp}/cfg.toml", "--out", "{tmp}/afile/sub",
+                                        "--quiet"], "not a writable folder", {"cfg.toml": BASE, "afile": "x"}),
 ]
 
 
@@ -143,7 +161,10 @@ def run_case(case: Case, tmp: Path) -> tuple[int, str]:
     for name, content in case.files.items():
         path = tmp / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content.replace("{tmp}", str(tmp)))
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content.replace("{tmp}", str(tmp)))
     args = [a.replace("{tmp}", str(tmp)).replace("{out}", str(tmp / "out")) for a in case.args]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

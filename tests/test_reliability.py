@@ -176,7 +176,8 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
     other = write(tmp_path, "other.toml", rounds=20, q_max=0)
     assert main(["synthetic", "--config", str(other), "--resume", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "--resume" in err and "different config" in err and len(err.strip().splitlines()) == 1
+    assert "--resume" in err and "another config" in err and len(err.strip().splitlines()) == 1
+    assert "algorithm.q_max:" in err   # names the field that differs, with both values
 
 
 def test_sweep_resume_skips_finished_runs(tmp_path):
@@ -213,7 +214,8 @@ def test_atomic_outputs_keep_the_previous_results_when_a_write_fails(tmp_path, m
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
-    assert main(["synthetic", "--config", str(cfg), "--out", str(out), "--quiet", "--set", "algorithm.lr=0.5"]) == 2
+    assert main(["synthetic", "--config", str(cfg), "--out", str(out), "--quiet", "--set", "algorithm.lr=0.5",
+                 "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and len(err.strip().splitlines()) == 1
     assert (out / "results.csv").read_bytes() == before

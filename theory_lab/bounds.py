@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy.linalg import solve_discrete_lyapunov
 
 from theory_lab.errors import ConfigError
 
@@ -288,32 +289,186 @@ def mean_delay(q_max, delay: str = "uniform") -> ArrayLike:
     raise ConfigError("delay", f"must be 'uniform' or 'fixed', got {delay!r}")
 
 
-def staleness_floor(eta, q_max, base_floor, L, *, E=1, eta_g=1.0, rule="delta", delay="uniform"):
-    """Noise-driven stationary suboptimality of FedDPO with delays <= q_max rounds.
+def lag_weight_moments(q_max: int, weights, delay: str = "uniform") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the random lag weights of one round of FedDPO with delays.
+
+    Each participant i (aggregation weight w_i) draws its own delay d_i every round, independently
+    (`FedDPO.start_models`): uniform on {0, ..., q_max}, or d_i = q_max for delay='fixed'. The server
+    then sees the lag weights pi_j = sum_i w_i 1[d_i = j], j = 0..q_max, whose mean is the delay
+    distribution p and whose covariance is (sum_i w_i^2) (diag(p) - p p^T).
+
+    Returns
+    -------
+    (p, cov) : arrays [q_max + 1] and [q_max + 1, q_max + 1]
+
+    >>> p, cov = lag_weight_moments(1, [0.5, 0.5])
+    >>> p.tolist(), cov.tolist()
+    ([0.5, 0.5], [[0.125, -0.125], [-0.125, 0.125]])
+    """
+    q = int(q_max)
+    w = np.asarray(weights, dtype=float)
+    if q < 0:
+        raise ConfigError("q_max", f"must be >= 0, got {q_max!r}")
+    if delay == "fixed":
+        p = np.zeros(q + 1)
+        p[q] = 1.0
+        return p, np.zeros((q + 1, q + 1))
+    if delay != "uniform":
+        raise ConfigError("delay", f"must be 'uniform' or 'fixed', got {delay!r}")
+    p = np.full(q + 1, 1.0 / (q + 1))
+    return p, float(w @ w / w.sum() ** 2) * (np.diag(p) - np.outer(p, p))
+
+
+def delayed_variance(c: float, k: float, lag_mean, lag_cov) -> float:
+    """Stationary E x^2 per unit noise variance of x_{t+1} = c x_t + k sum_j pi_j x_{t-j} + nu_t,
+    with random lag weights pi (fresh every round, mean `lag_mean`, covariance `lag_cov`) and white
+    noise nu of variance 1, both independent of the past (theory.md 3.4).
+
+    With z_t = (x_t, ..., x_{t-q}) and A-bar the companion matrix of the mean coefficients
+    a = c e_0 + k p, the stationary second moment S solves
+        S = A-bar S A-bar^T + e_0 e_0^T (1 + k^2 tr(Cov(pi) S)),
+    because the random part of A is k (pi - p)^T in its first row, independent of z_t. Hence
+    S = S_0 / (1 - k^2 tr(Cov(pi) S_0)) with S_0 the Lyapunov solution for unit noise
+    (scipy.linalg.solve_discrete_lyapunov). Exact for this linear model; inf when it is not
+    mean-square stable.
+
+    >>> round(delayed_variance(0.0, 0.5, [1.0], [[0.0]]), 6)    # AR(1): 1 / (1 - 0.25)
+    1.333333
+    """
+    p = np.asarray(lag_mean, dtype=float)
+    cov = np.asarray(lag_cov, dtype=float)
+    m = p.size
+    A = np.zeros((m, m))
+    A[0] = k * p
+    A[0, 0] += c
+    A[1:, :-1] = np.eye(m - 1)
+    if np.max(np.abs(np.linalg.eigvals(A))) >= 1.0:
+        return math.inf
+    Q = np.zeros((m, m))
+    Q[0, 0] = 1.0
+    S0 = solve_discrete_lyapunov(A, Q)
+    r = k * k * float(np.sum(cov * S0))
+    return float(S0[0, 0] / (1.0 - r)) if r < 1.0 else math.inf
+
+
+def _stale_coefficients(rule: str, m_E: float, eta_g: float) -> tuple[float, float]:
+    """(c, k) of one round on a curvature direction, m_E = (1 - eta h)^E (E local steps).
+    model rule: theta+ = (1 - eta_g) theta + eta_g sum_j pi_j m_E theta_{t-j};
+    delta rule: theta+ = theta - eta_g (1 - m_E) sum_j pi_j theta_{t-j}."""
+    if rule == "model":
+        return 1.0 - eta_g, eta_g * m_E
+    if rule == "delta":
+        return 1.0, -eta_g * (1.0 - m_E)
+    raise ConfigError("rule", f"must be 'delta' or 'model', got {rule!r}")
+
+
+def staleness_floor_exact(eta, hessian, noise_cov, q_max, weights, *, E=1, eta_g=1.0, rule="model",
+                          delay="uniform", sample_cov=None, metric="subopt") -> float:
+    """Stationary error of FedDPO with independent per-client random delays, exact for the quadratic
+    model (global Hessian H at theta*, Gaussian-free: only second moments enter; theory.md 3.4).
+
+    Parameters
+    ----------
+    eta, eta_g, E : local step, server step, local steps per round
+    hessian : [d, d] H = hess f(theta*)
+    noise_cov : [d, d] covariance of the aggregated per-step gradient noise, sum_i w_i^2 Cov_i / b
+    q_max, delay : delays uniform on {0..q_max} per client and round, or all equal to q_max ('fixed')
+    weights : aggregation weights of the participants (normalised here)
+    rule : 'model' (server averages the returned models) or 'delta' (applies the averaged deltas)
+    sample_cov : [d, d] covariance of the participants' mean heterogeneity gradient under partial
+        participation (trace zeta2 (n - S)/(S (n - 1))); None for full participation
+    metric : 'subopt', 'grad_norm_sq' or 'dist2'
+
+    Returns
+    -------
+    float : E f - f* (or E ||grad f||^2, E ||theta - theta*||^2), all orders in eta for the quadratic.
+
+    Per eigendirection (h, U^T C U diagonal s) one round is x+ = c x + k sum_j pi_j x_{t-j} + noise
+    (`_stale_coefficients`) with per-round noise variance
+    eta_g^2 eta^2 (sum_{e<E} m^{2e} s + (sum_{e<E} m^e)^2 s_sample), m = 1 - eta h, and
+    `delayed_variance` gives its second moment. Client Hessian heterogeneity is neglected (it moves
+    the fixed point, `drift_floor_exact`, not the noise floor, to leading order).
+
+    >>> H = np.eye(1); C = np.eye(1)
+    >>> round(staleness_floor_exact(0.1, H, C, 0, [1.0]) / sgd_noise_floor(0.1, 1.0), 3)  # gamma h/2
+    1.053
+    """
+    _check_metric(metric)
+    h, U = np.linalg.eigh(np.asarray(hessian, dtype=float))
+    s = np.einsum("ik,ij,jk->k", U, np.asarray(noise_cov, dtype=float), U)
+    s_p = (np.zeros_like(s) if sample_cov is None
+           else np.einsum("ik,ij,jk->k", U, np.asarray(sample_cov, dtype=float), U))
+    p, cov = lag_weight_moments(q_max, weights, delay)
+    v = np.empty_like(h)
+    for i, (hk, sk, pk) in enumerate(zip(h, s, s_p)):
+        m = 1.0 - eta * hk
+        powers = m ** np.arange(int(E))
+        noise = (eta_g * eta) ** 2 * (np.sum(powers**2) * sk + np.sum(powers) ** 2 * pk)
+        c, k = _stale_coefficients(rule, m ** int(E), eta_g)
+        v[i] = noise * delayed_variance(c, k, p, cov) if noise > 0 else 0.0
+    weight = {"subopt": h / 2.0, "grad_norm_sq": h**2, "dist2": np.ones_like(h)}[metric]
+    return float(np.sum(weight * v))
+
+
+def noise_curvature(hessian, noise_cov) -> float:
+    """tr(H C) / tr(C): the curvature the gradient noise sees, the delta rule's first-order factor
+    (<= lambda_max(H) = L, with equality only for noise in the top eigenspace).
+
+    >>> noise_curvature(np.diag([1.0, 0.1]), np.eye(2))
+    0.55
+    """
+    H, C = np.asarray(hessian, dtype=float), np.asarray(noise_cov, dtype=float)
+    return float(np.trace(H @ C) / np.trace(C))
+
+
+def staleness_model_factor(q_max, sum_w2, *, eta_g=1.0, delay="uniform", small=1e-7) -> float:
+    """Leading-order factor floor(q_max) / floor(0) of the model-average rule (eta L -> 0).
+
+    Lagging models slow the mean (a factor 1/(1 + q_bar) for eta_g = 1), and the random lag weights
+    add a fluctuation that grows with q_max and with sum_i w_i^2 (1/S for S equal participants):
+    1/(1 - k^2 tr(Cov(pi) S_0)) of `delayed_variance`, which stays finite as eta h -> 0. Computed
+    as the ratio of `delayed_variance` at eta h = `small`; relative error O(small).
+    All clients equally late (delay='fixed') give exactly 1: the q + 1 interleaved chains decouple.
+
+    >>> round(staleness_model_factor(2, 0.0), 4)    # infinitely many clients: 1 / (1 + 1)
+    0.5
+    """
+    p, cov = lag_weight_moments(q_max, [1.0], delay)
+    c, k = _stale_coefficients("model", 1.0 - small, eta_g)
+    return delayed_variance(c, k, p, float(sum_w2) * cov) / delayed_variance(c, k, [1.0], [[0.0]])
+
+
+def staleness_floor(eta, q_max, base_floor, curvature, *, E=1, eta_g=1.0, rule="delta", delay="uniform",
+                    sum_w2=0.0):
+    """Leading-order noise-driven floor of FedDPO with delays <= q_max (theory.md 3.4); the exact
+    quadratic-model value is `staleness_floor_exact`.
 
     `base_floor` is the floor without delays (noise_floor + participation_floor). Delays alone leave
-    theta* a fixed point with exact full gradients: staleness acts only on the noise (theory.md 3.4).
+    theta* a fixed point with exact full gradients: staleness acts only on the noise.
 
     rule='delta' (server applies the averaged stale deltas to the current model: asynchronous SGD):
-        floor(q) = base_floor * (1 + eta eta_g E L q_bar)      (linear in q_bar, first order)
-      exact first-order increment is gamma^2 q tr(H C)/4 per step (tr(H C) <= L tr(C));
-      stable only if eta eta_g E L < 2 sin(pi / (2 (2 q + 1))) for a fixed delay q
+        floor(q) = base_floor * (1 + eta eta_g E kappa q_bar),   kappa = tr(H C)/tr(C) (`curvature`)
+      first order in eta kappa q_max; random per-client delays enter only at second order.
+      kappa <= L: passing L gives an upper bound (too large by tr(C) L / tr(H C)).
+      Stable only if eta eta_g E L < 2 sin(pi / (2 (2 q + 1))) for a fixed delay q
       (`delayed_step_limit`).
     rule='model' (server averages the returned stale models: the Jiang'26 code):
-        floor(q) = base_floor / (1 + q_bar)                    (decreasing, not increasing)
-      for a fixed, aperiodic delay pattern (mixing fresh and stale clients); equal delays for all
-      clients give base_floor exactly (the chains decouple). Random per-client delays add an
-      O(q/n)-relative term. Uncertain constant: checked numerically in tests/test_bounds.py and the
-      claim registry (staleness).
+        floor(q) = base_floor * staleness_model_factor(q_max, sum_w2)
+      decreasing in q_max: 1/(1 + q_bar) for many participants (sum_w2 -> 0), times the
+      random-delay fluctuation 1/(1 - sum_w2 D_q) (D_q = O(q)); 1 for delay='fixed'.
+      `curvature` is not used.
     Source: Jiang'26 (gap ~ linear in q_max, for its own analysis); both formulas are ours.
     """
-    qbar = np.asarray(mean_delay(q_max, delay), dtype=float)
     base = np.asarray(base_floor, dtype=float)
     if rule == "delta":
+        qbar = np.asarray(mean_delay(q_max, delay), dtype=float)
         gamma = np.asarray(eta, dtype=float) * np.asarray(eta_g, dtype=float) * np.asarray(E, dtype=float)
-        return _ret(base * (1.0 + gamma * np.asarray(L, dtype=float) * qbar))
+        return _ret(base * (1.0 + gamma * np.asarray(curvature, dtype=float) * qbar))
     if rule == "model":
-        return _ret(base / (1.0 + qbar))
+        q = np.asarray(q_max)
+        factor = np.vectorize(lambda qq: staleness_model_factor(int(qq), sum_w2, eta_g=float(eta_g),
+                                                                delay=delay))(q)
+        return _ret(base * factor)
     raise ConfigError("rule", f"must be 'delta' or 'model', got {rule!r}")
 
 
@@ -327,11 +482,12 @@ def delayed_step_limit(L, q) -> ArrayLike:
 def feddpo_floor(eta, c: Constants, *, E=1, S=None, b=1, eta_g=1.0, q_max=0, rule="delta",
                  delay="uniform") -> ArrayLike:
     """Predicted stationary E f(theta_bar) - f* of FedDPO with constant steps: the drift floor (as the
-    L_max bound) plus the noise and participation floors, stretched by staleness. Leading order."""
+    L_max bound) plus the noise and participation floors, stretched by staleness (delta rule: with L
+    in place of tr(H C)/tr(C), an upper bound; model rule: S equal participants). Leading order."""
     S = c.n if S is None else S
     base = noise_floor(eta, c.sigma2, b, S, eta_g=eta_g) + participation_floor(
         eta, S, c.n, c.zeta2, E=E, eta_g=eta_g)
-    stale = staleness_floor(eta, q_max, base, c.L, E=E, eta_g=eta_g, rule=rule, delay=delay)
+    stale = staleness_floor(eta, q_max, base, c.L, E=E, eta_g=eta_g, rule=rule, delay=delay, sum_w2=1.0 / S)
     return _ret(drift_floor(eta, E, c.zeta2, c.l_max) + np.asarray(stale))
 
 

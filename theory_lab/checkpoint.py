@@ -22,12 +22,26 @@ from theory_lab.results import atomic_write, atomic_write_text
 STATE, META = "state.safetensors", "meta.json"
 
 
+def _trajectory(config: dict) -> dict:
+    """The part of a config that decides the trajectory (logging and checkpoint cadence excluded)."""
+    run = {k: v for k, v in config.get("run", {}).items() if k not in ("log_every", "checkpoint_every")}
+    return {**{k: v for k, v in config.items() if k != "run"}, "run": run}
+
+
 def config_hash(config: dict) -> str:
     """Hash of the config that decides the trajectory (logging and checkpoint cadence excluded)."""
-    trajectory = {k: v for k, v in config.items() if k != "run"}
-    run = {k: v for k, v in config.get("run", {}).items() if k not in ("log_every", "checkpoint_every")}
-    text = json.dumps({**trajectory, "run": run}, sort_keys=True, default=str)
+    text = json.dumps(_trajectory(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_changes(saved: dict, now: dict) -> list[str]:
+    """The trajectory fields that differ, as 'section.key: saved -> now' (for a refused resume)."""
+    def flat(d, prefix=""):
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+    a, b = flat(_trajectory(saved)), flat(_trajectory(now))
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted(a.keys() | b.keys())
+            if json.dumps(a.get(k), default=str) != json.dumps(b.get(k), default=str)]
 
 
 def _tensors(obj, prefix: str, out: dict) -> None:
@@ -69,8 +83,10 @@ def load(directory: str | Path, alg, gen: torch.Generator, config: dict) -> tupl
     except (OSError, ValueError) as err:
         raise LabError(f"{directory / META}: no readable checkpoint ({err})") from None
     if meta.get("config_hash") != config_hash(config):
-        raise ConfigError("--resume", f"{directory} holds a checkpoint of a different config "
-                                      f"(hash {meta.get('config_hash')}, this config {config_hash(config)})")
+        changes = config_changes(meta.get("config", {}), config)
+        raise ConfigError("--resume", f"{directory} holds a checkpoint of another config ({'; '.join(changes[:4])}"
+                          f"{'; ...' if len(changes) > 4 else ''}): resume with the config and --set "
+                          "overrides it was started with (they are read back when --config is left out)")
     try:
         tensors = load_file(str(directory / STATE))
     except Exception as err:  # safetensors raises its own error type for a damaged file

@@ -13,8 +13,11 @@ from theory_lab.errors import LabError
 
 def _cmd_topology(args) -> None:
     from theory_lab.config import apply_override, from_dict, parse_override
+    from theory_lab.errors import ConfigError
     from theory_lab.topology import TopologyConfig, describe, draw, make_topology
 
+    if args.n < 1:
+        raise ConfigError("--n", f"must be an integer >= 1 (nodes), got {args.n}")
     data = {"name": args.name, "mixing": args.mixing}
     for text in args.set:
         path, value = parse_override(text)
@@ -42,30 +45,38 @@ def _cmd_run(args) -> int:
 
     from theory_lab.config import build_config, load_config, read_toml
     from theory_lab.errors import ConfigError
-    from theory_lab.results import write_results
+    from theory_lab.results import prepare_out_dir, remove_stale, write_results
     from theory_lab.runner import run
-    from theory_lab.sweep import run_sweep
+    from theory_lab.sweep import run_sweep, saved_sweep
 
     progress = False if args.quiet else None
-    out = Path(args.out or args.resume or "")
     if not args.out and not args.resume:
         raise ConfigError("--out", "give an output directory (or --resume DIR)")
+    out = Path(args.out or args.resume)
+    if args.resume and not out.is_dir():
+        raise ConfigError("--resume", f"{out}: no such folder")
+    rank0 = os.environ.get("RANK", "0") == "0"   # under torchrun only rank 0 clears old outputs and speaks
+    ckpt = None
     if args.command == "sweep":
-        if not args.config:
-            raise ConfigError("--config", "a sweep resumes from its config: give --config with --resume")
-        result = run_sweep(read_toml(args.config), args.set, progress=progress, out_dir=out,
-                           resume=bool(args.resume))
+        data, overrides = (read_toml(args.config), []) if args.config else saved_sweep(out) if args.resume else (None, [])
+        if data is None:
+            raise ConfigError("--config", "give a config file (or --resume DIR)")
+        overrides = [*overrides, *args.set]
+        build_config(data, overrides)   # a bad config or --set fails now, not after the first points
+        prepare_out_dir(out, overwrite=args.overwrite, resume=bool(args.resume))
+        with _resume_hint(out):
+            result = run_sweep(data, overrides, progress=progress, out_dir=out, resume=bool(args.resume))
     else:
         ckpt = out / "checkpoint"
         if args.backend == "torch":  # every rank checkpoints its own clients
             from theory_lab.distributed import rank_name
 
             ckpt = ckpt / rank_name()
-        missing = ConfigError("--resume", f"{ckpt}: no checkpoint to resume (set run.checkpoint_every > 0"
-                              + (", and resume with the same number of processes)" if args.backend == "torch" else ")"))
+        missing = ConfigError("--resume", f"{ckpt}: no checkpoint to resume (the run had run.checkpoint_every = 0"
+                              + (", or another number of processes)" if args.backend == "torch" else ")"))
         if args.config:
             cfg = load_config(args.config, args.set)
-            if "sweep" in read_toml(args.config):  # not an error: one point of a sweep is a common run
+            if "sweep" in read_toml(args.config) and rank0:  # not an error: one point of a sweep is a common run
                 print(f"note: {args.config} has a [sweep] table; this runs its base config with your --set "
                       f"overrides only (`theory-lab sweep` runs every point)", file=sys.stderr)
         elif args.resume:  # the config saved with the checkpoint
@@ -79,18 +90,43 @@ def _cmd_run(args) -> int:
             raise ConfigError("track", f"the config is for the {cfg.track!r} track; run `theory-lab {cfg.track}`")
         if args.resume and not (ckpt / "meta.json").is_file():
             raise missing
+        prepare_out_dir(out, overwrite=args.overwrite and rank0, resume=bool(args.resume) or not rank0,
+                        resumable=cfg.run.checkpoint_every > 0)
         ckpt = ckpt if cfg.run.checkpoint_every or args.resume else None
         if args.backend == "torch":
             return _run_distributed(cfg, args, out, ckpt, progress)
-        result = run(cfg, progress=progress, resume=bool(args.resume), checkpoint_dir=ckpt)
+        with _resume_hint(out if ckpt else None):
+            result = run(cfg, progress=progress, resume=bool(args.resume), checkpoint_dir=ckpt)
     result.manifest["command"] = " ".join(["theory-lab", *sys.argv[1:]])
     write_results(out, result.table, result.manifest)
+    written = {"results.csv", "manifest.json", *(("sweep.json", "points") if args.command == "sweep" else ()),
+               *(("checkpoint",) if ckpt else ())}
     if hasattr(result.oracle, "save_adapter"):  # LLM track: the averaged adapter, loadable by peft
         result.oracle.save_adapter(result.algorithm.model(), out / "adapter")
+        written.add("adapter")
         print(f"adapter: {out / 'adapter'} (peft, safetensors)")
+    remove_stale(out, written)
     _summary(result.table)
     print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
     return 0
+
+
+class _resume_hint:
+    """On Ctrl-C, say on a line of its own how to continue (when there is a checkpoint to continue)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is KeyboardInterrupt:
+            hint = f"; continue with: theory-lab {sys.argv[1] if len(sys.argv) > 1 else ''} --resume {self.out}" \
+                if self.out else " (no checkpoint: set run.checkpoint_every > 0 to be able to resume)"
+            print(f"\ninterrupted{hint}", file=sys.stderr)
+            raise SystemExit(130)
+        return False
 
 
 def _run_distributed(cfg, args, out, ckpt, progress) -> int:
@@ -99,7 +135,7 @@ def _run_distributed(cfg, args, out, ckpt, progress) -> int:
     import torch.distributed as dist
 
     from theory_lab.distributed import init_from_env
-    from theory_lab.results import write_results
+    from theory_lab.results import remove_stale, write_results
     from theory_lab.runner import run
 
     init_from_env(args.timeout)
@@ -109,6 +145,7 @@ def _run_distributed(cfg, args, out, ckpt, progress) -> int:
         if dist.get_rank() == 0:
             result.manifest.update(command=" ".join(["theory-lab", *sys.argv[1:]]), world_size=dist.get_world_size())
             write_results(out, result.table, result.manifest)
+            remove_stale(out, {"results.csv", "manifest.json", *(("checkpoint",) if ckpt else ())})
             _summary(result.table)
             print(f"results: {out / 'results.csv'}\nmanifest: {out / 'manifest.json'}")
         dist.barrier()
@@ -118,7 +155,6 @@ def _run_distributed(cfg, args, out, ckpt, progress) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from pathlib import Path
 
     from theory_lab.verify import select, table, verify
 
@@ -131,8 +167,13 @@ def _cmd_verify(args) -> int:
         print(df[[c for c in cols if c in df]].to_string(index=False))
         return 0
 
+    from theory_lab.errors import ConfigError
+    from theory_lab.results import prepare_out_dir
+
+    if args.seeds < 1:
+        raise ConfigError("--seeds", f"must be >= 1 (replicas per run), got {args.seeds}")
     ids = select(args.claims, args.track)
-    out = Path(args.out)
+    out = prepare_out_dir(args.out, overwrite=args.overwrite, resumable=False)
     print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
     rows = verify(ids, args.quick, args.seeds, out, progress=print, llm_model=args.llm_model, llm_lr=args.llm_lr,
                   data_dir=args.data_dir)
@@ -177,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. algorithm.lr=0.05 (repeatable)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
         if name != "sweep":
             p.add_argument("--backend", choices=("inprocess", "torch"), default="inprocess",
                            help="torch: one rank of a torch.distributed group (launch with torchrun)")
@@ -188,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--claims", help="comma-separated claim ids (default: all)")
     ver.add_argument("--seeds", type=int, default=3, help="replicas per run (default 3)")
     ver.add_argument("--out", default="runs/verify", help="report directory (default runs/verify)")
+    ver.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     ver.add_argument("--results", metavar="DIR",
                      help="instead: place a finished run's observed floor and time to eps against the prediction")
     ver.add_argument("--track", default="synthetic", choices=("synthetic", "llm", "all"),
@@ -221,5 +264,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)
         return 130

@@ -195,8 +195,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
+    except tomllib.TOMLDecodeError as err:
+        if raw.strip()[:1] in ("[", "{", '"', "'"):   # meant as TOML, not a bare word
+            raise ConfigError(f"--set {key.strip()}", f"invalid TOML value {raw!r} ({err})") from None
+        value = raw   # a bare word: algorithm.name=feddpo
     return key.strip().split("."), value
 
 
@@ -212,9 +214,11 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(str(path), f"cannot read config file: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), f"not a TOML text file (byte {err.start} is not UTF-8)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -224,8 +228,16 @@ def read_toml(path: str | Path) -> dict:
 def build_config(data: dict, overrides: list[str] = ()) -> ExperimentConfig:
     data = copy.deepcopy(data)
     data.pop("sweep", None)  # sweep grids are read by theory_lab.sweep
+    track = data.get("track", "synthetic")
     for text in overrides:
-        apply_override(data, *parse_override(text))
+        path, value = parse_override(text)
+        if path[0] == "sweep":
+            raise ConfigError(f"--set {'.'.join(path)}", "a sweep's grid is not a run setting: edit the "
+                              "[sweep] table of the config (--set applies to every point of it)")
+        if path == ["track"] and value != track:
+            raise ConfigError("--set track", f"this config is for the {track!r} track; use a config of "
+                              f"the {value!r} track instead (configs/)")
+        apply_override(data, path, value)
     cfg = from_dict(ExperimentConfig, data)
     cfg.validate()
     return cfg

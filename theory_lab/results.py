@@ -1,12 +1,17 @@
 """The results schema shared by both tracks: one tidy table (CSV, one row per run x seed x logged
 round) plus a JSON manifest. Everything is written atomically (temporary file, then rename), so a
-crash never leaves a half-written table that looks complete."""
+crash never leaves a half-written table that looks complete, with the modes the umask gives (a
+results folder on a shared file system is readable by the group when the umask says so).
+
+An output folder is checked before any compute (`prepare_out_dir`): it must be writable, and a
+folder that already holds results is refused unless the user asks to overwrite (or resume) it."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,13 +22,66 @@ from theory_lab.errors import LabError
 
 TABLE = "results.csv"
 MANIFEST = "manifest.json"
+SWEEP = "sweep.json"   # a sweep's config and overrides, written when it starts
 
 METRICS = ("round", "step", "subopt", "grad_norm_sq", "consensus_error", "consensus_error_pre",
            "dist_to_opt", "train_loss", "eval_pref_acc", "reward_margin", "comm_bytes", "wall_s")
 
 
+# what the tools write into an output folder: --overwrite removes these, and only these
+OUTPUTS = (TABLE, MANIFEST, SWEEP, "points", "checkpoint", "adapter", "report.json", "report.md", "figures")
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the process's umask leaves it (what open() would give a new file)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False,
+                    resumable: bool = True, flag: str = "--out") -> Path:
+    """Check an output folder before any compute, and return it.
+
+    A path naming a file, or a folder that cannot be written, is an error now rather than after
+    an hour of compute. A folder that already holds results is refused unless `overwrite` or
+    `resume` (continue it). With `overwrite` the previous outputs stay until the new run has
+    written its own; then `remove_stale` removes what the new run did not replace."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LabError(f"{flag}: {out} is a file, not a folder")
+    old = [name for name in OUTPUTS if (out / name).exists()] if out.is_dir() else []
+    if old and not (overwrite or resume):
+        raise LabError(f"{flag}: {out} already holds results ({', '.join(old)}): pass --overwrite to "
+                       "replace them" + (" or --resume to continue them" if resumable else ""))
+    if out.is_dir():
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise LabError(f"{flag}: cannot write to {out}: {err.strerror}") from None
+    else:   # created when the first result is written: a run refused for bad input leaves nothing
+        parent = next(p for p in out.absolute().parents if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise LabError(f"{flag}: cannot create {out}: {parent} is not a writable folder")
+    return out
+
+
+def remove_stale(out: str | Path, written: set[str]) -> None:
+    """After a finished run: remove the tool outputs in `out` that this run did not write (an old
+    adapter or checkpoint, an old sweep's sweep.json), so a folder never mixes two runs."""
+    for name in set(OUTPUTS) - set(written):
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path), then rename onto `path` (same directory, so the rename is atomic)."""
+    """Call write(tmp_path), then rename onto `path` (same directory, so the rename is atomic).
+    The file gets the mode the umask gives a new file (mkstemp's own is 0600)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +91,7 @@ def atomic_write(path: str | Path, write) -> None:
         raise LabError(f"{path.parent}: cannot write output: {err.strerror}") from None
     try:
         write(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except OSError as err:
         raise LabError(f"{path}: cannot write output: {err.strerror}") from None

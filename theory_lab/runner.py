@@ -155,7 +155,7 @@ def _tidy(records: list[dict], cfg: ExperimentConfig, topology) -> pd.DataFrame:
     for key in METRICS:
         if key not in table:
             table[key] = math.nan
-    config = config_columns(cfg, topology)
+    config = {"run_id": 0, **config_columns(cfg, topology)}   # a sweep numbers its points (run_id)
     for i, (key, value) in enumerate(config.items()):
         table.insert(i, key, value)
     return table[[*config, "seed", *METRICS, *[c for c in table if c not in config and c not in METRICS and c != "seed"]]]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,9 +22,19 @@ import pandas as pd
 
 from theory_lab.checkpoint import config_hash
 from theory_lab.config import build_config, to_dict
-from theory_lab.results import read_results, write_results
+from theory_lab.results import SWEEP, atomic_write_text, jsonable, read_results, write_results
 from theory_lab.errors import ConfigError
 from theory_lab.runner import RunResult, run
+
+
+def saved_sweep(out_dir: str | Path) -> tuple[dict, list[str]]:
+    """The config and --set overrides a sweep in `out_dir` was started with (for --resume DIR)."""
+    path = Path(out_dir) / SWEEP
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ConfigError("--resume", f"{path}: no sweep to resume here (give --config to start one)") from None
+    return saved["config"], saved["overrides"]
 
 
 def grid_points(data: dict) -> list[dict[str, object]]:
@@ -52,6 +64,9 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
     checkpointed while it runs when run.checkpoint_every > 0); `resume=True` skips finished
     points whose config matches and continues an interrupted one from its checkpoint."""
     points = grid_points(data)
+    if out_dir and not resume:   # what `sweep --resume DIR` reads back (no --config, no --set to repeat)
+        atomic_write_text(Path(out_dir) / SWEEP, json.dumps({"config": data, "overrides": list(overrides)},
+                                                            indent=2, default=jsonable) + "\n")
     tables, runs = [], []
     start = time.perf_counter()
     with _load_models_once(data):  # LLM points share one loaded base model (deep copies)
@@ -60,9 +75,8 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
             cfg = build_config(data, [*point_overrides, *overrides])
             label = f"[{i + 1}/{len(points)}] " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
             point_dir = Path(out_dir) / "points" / f"{i:03d}" if out_dir else None
-            result = _run_point(cfg, point_dir, resume, progress, label)
+            result = _run_point(cfg, i, point_dir, resume, progress, label)
             table = result.table
-            table.insert(0, "run_id", i)
             for key, value in point.items():
                 # a swept field gets a column unless the schema already has one (algorithm and
                 # topology names are the `algorithm` and `topology` columns)
@@ -72,6 +86,9 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
             tables.append(table)
             runs.append({"run_id": i, "point": point, "constants": result.manifest["constants"],
                          "topology": result.manifest["topology"], "wall_s": result.manifest["wall_s"]})
+    if out_dir:   # an older, longer sweep's points beyond this one's (--overwrite)
+        for old in sorted((Path(out_dir) / "points").glob("[0-9][0-9][0-9]"))[len(points):]:
+            shutil.rmtree(old)
     manifest = {**result.manifest, "sweep": {**data.get("sweep", {}), "overrides": list(overrides)},
                 "runs": runs, "wall_s": time.perf_counter() - start}
     manifest.pop("constants", None)
@@ -86,9 +103,11 @@ def _load_models_once(data: dict):
     return reuse_loaded_models()
 
 
-def _run_point(cfg, point_dir: Path | None, resume: bool, progress, label) -> RunResult:
+def _run_point(cfg, run_id: int, point_dir: Path | None, resume: bool, progress, label) -> RunResult:
     if point_dir is None:
-        return run(cfg, progress=progress, label=label)
+        result = run(cfg, progress=progress, label=label)
+        result.table["run_id"] = run_id
+        return result
     ckpt = point_dir / "checkpoint"
     if resume and (point_dir / "results.csv").is_file():
         table, manifest = read_results(point_dir)
@@ -96,6 +115,7 @@ def _run_point(cfg, point_dir: Path | None, resume: bool, progress, label) -> Ru
             return RunResult(table, manifest, None, None)  # finished before the interruption
     result = run(cfg, progress=progress, label=label, checkpoint_dir=ckpt,
                  resume=resume and (ckpt / "meta.json").is_file())
+    result.table["run_id"] = run_id
     write_results(point_dir, result.table, result.manifest)
     return result
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from theory_lab.claims import REGISTRY, Context
+from analysis.verdict import STATUSES
 from theory_lab.claims.base import ci_text
 from theory_lab.errors import ConfigError
 from theory_lab.results import atomic_write_text, provenance
@@ -39,7 +40,7 @@ def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=p
     for cid in ids:
         c = REGISTRY[cid]
         start = time.perf_counter()
-        o = c.check(ctx)
+        o = c.run(ctx)
         command = f"theory-lab verify --claims {cid} --seeds {seeds}" + (" --quick" if quick else "")
         if c.track == "llm":
             command = f"theory-lab verify --claims {cid} --llm-model {ctx.llm_model} --llm-lr {ctx.llm_lr:g}"
@@ -49,6 +50,9 @@ def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=p
             "fitted": ci_text(o.fitted, o.ci), "value": o.fitted, "ci_low": o.ci[0], "ci_high": o.ci[1],
             "predicted_value": o.predicted_value,
             "verdict": o.verdict.status, "reason": o.verdict.reason, "should_hold": c.should_hold,
+            "prediction_verdict": o.prediction.status if o.prediction else None,
+            "coefficient": _plain(_coefficient(c, o)), "controls": _plain(_controls(c, o)),
+            "small": _plain(_small(c, o)),
             "tightness": o.tightness, "details": _plain(o.details), "figure": o.figure,
             "command": command, "seconds": round(time.perf_counter() - start, 2),
         })
@@ -61,15 +65,48 @@ def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=p
     return rows
 
 
+def _coefficient(c, o) -> dict | None:
+    """observed/predicted [CI] against the declared band, or None where no exact coefficient exists."""
+    if o.coefficient is None:
+        return None
+    f = o.coefficient
+    return {"ratio": f.ratio, "ci_low": f.ci_low, "ci_high": f.ci_high, "band": list(c.band),
+            "text": ci_text(f.ratio, (f.ci_low, f.ci_high)), "range": [f.min, f.max],
+            "verdict": o.coefficient_verdict.status, "reason": o.coefficient_verdict.reason}
+
+
+def _controls(c, o) -> list[dict]:
+    """Each declared control, its fit under the claim's check, and that check's verdict on it."""
+    rows = []
+    for k in c.controls:
+        got = o.controls.get(k.name)
+        rows.append({"name": k.name, "kind": k.kind, "what": k.what,
+                     "fitted": got.fitted if got else None,
+                     "verdict": got.verdict.status if got else "not run",
+                     "reason": got.verdict.reason if got else "the check did not run this control"})
+    return rows
+
+
+def _small(c, o) -> dict | None:
+    if c.small is None:
+        return None
+    return {"name": c.small.name, "value": o.small, "limit": c.small.limit}
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| claim | predicted | fitted [95% CI] | verdict |", "|---|---|---|---|"]
+    lines = ["| claim | predicted | fitted [95% CI] | obs/pred [95% CI] | controls refuted | verdict |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['claim']} | {r['predicted']} | {r['fitted']} | **{r['verdict']}** |")
+        coef = r.get("coefficient")
+        ctl = r.get("controls") or []
+        refuted = f"{sum(k['verdict'] == 'refuted' for k in ctl)}/{len(ctl)}" if ctl else "none declared"
+        lines.append(f"| {r['claim']} | {r['predicted']} | {r['fitted']} | {coef['text'] if coef else '—'} | "
+                     f"{refuted} | **{r['verdict']}** |")
     return "\n".join(lines)
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    counts = {s: sum(r["verdict"] == s for r in rows) for s in ("confirmed", "refuted", "inconclusive")}
+    counts = {s: sum(r["verdict"] == s for r in rows) for s in STATUSES}
     parts = [
         "# Verification report", "",
         f"{len(rows)} claims ({'quick' if meta['quick'] else 'full'} suite, {meta['seeds']} seeds): "
@@ -80,7 +117,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         parts += [f"## {r['claim']}", "", r["statement"] + ".", "",
                   f"- source: {r['source']}", f"- metric: {r['metric']}", f"- regime: {r['regime']}",
                   f"- predicted: {r['predicted']} (tolerance {r['tolerance']:g})",
-                  f"- fitted: {r['fitted']}", f"- verdict: **{r['verdict']}**: {r['reason']}"]
+                  f"- fitted: {r['fitted']}"]
+        parts += _judged_lines(r)
+        parts.append(f"- verdict: **{r['verdict']}**: {r['reason']}")
         if r["tightness"] is not None:
             parts.append(f"- tightness (bound / empirical): {r['tightness']:.3g}")
         for key, value in r["details"].items():
@@ -90,6 +129,23 @@ def markdown(rows: list[dict], meta: dict) -> str:
             parts.append(f"\n![{r['claim']}](figures/{Path(r['figure']).name})")
         parts.append("")
     return "\n".join(parts)
+
+
+def _judged_lines(r: dict) -> list[str]:
+    """The parts the verdict is built from: coefficient, small parameter, controls."""
+    out = []
+    coef, small = r.get("coefficient"), r.get("small")
+    if coef:
+        lo, hi = coef["band"]
+        out.append(f"- coefficient observed/predicted: {coef['text']} (band [{lo:g}, {hi:g}]): {coef['verdict']}")
+    if small:
+        value = "not measured" if small["value"] is None else f"{small['value']:.3g}"
+        out.append(f"- small parameter {small['name']}: {value} (declared limit {small['limit']:g})")
+    for k in r.get("controls") or []:
+        fitted = f" {k['fitted']}" if k["fitted"] else ""
+        out.append(f"- control {k['name']} ({k['kind']}: {k['what']}):{fitted} → **{k['verdict']}**"
+                   + (f" ({k['reason']})" if k["verdict"] != "refuted" else ""))
+    return out
 
 
 def _detail_text(value) -> str:

@@ -1,23 +1,77 @@
 """The claim registry: each claim is declared once, with its source, regime, metric, predicted
-form and tolerance, and a check function that runs its sweep and returns a fitted value with a
-confidence interval and a verdict.
+form, tolerance and negative controls, and a check that runs its sweep and returns what it saw.
 
-    @claim("drift-floor", source=..., metric="subopt floor", regime=..., predicted=..., tolerance=0.3)
-    def drift_floor(ctx: Context) -> Outcome: ...
+Every verdict must be able to fail. A claim is confirmed only when its prediction passes, its
+coefficient (where exact) passes, every declared negative control is refuted by the same check
+with the same budget, and its small parameter is inside the declared limit. `Claim.run` applies
+that rule (analysis.verdict.decide); a check only reports the parts.
+
+API (what a claim module writes)
+--------------------------------
+    @claim("drift-floor", statement=..., source=..., metric="subopt floor", predicted=...,
+           regime="exact gradients, η ∈ {etas}, E ∈ {Es}",     # formatted with params
+           params={"etas": (0.125, 0.25, 0.5), "Es": (2, 3, 5)},  # ONE source: body reads c.params
+           tolerance=0.3,                                         # the body judges with c.tolerance
+           band=(0.8, 1.25),            # observed/predicted CI must lie inside: adds "coefficient ×2"
+           small=Small("ηEL_max", 0.3), # above the limit: "outside regime", never confirmed
+           controls=(Control("feddpo", "algorithm", "FedDPO has drift: its slope must be refuted"),))
+    def drift_floor(ctx: Context, c: Claim) -> Outcome:
+        fit = ...; pred = judge_exponent(fit, 2.0, c.tolerance)
+        out = Outcome.from_fit(fit, pred, 2.0, small=eta * E * L)   # the measured small parameter
+        out.coefficient_check(c, observed, predicted, seeds)        # ratio + CI, and the ×2 control
+        out.control("feddpo", fit_feddpo, judge_exponent(fit_feddpo, 0.0, c.tolerance))
+        return out
+
+- `Control(name, kind, what)`: kind is one of CONTROL_KINDS ("algorithm": one with the effect,
+  "rival law", "coefficient": a deliberately wrong one). Declaring `band` adds COEFFICIENT_X2.
+- `Outcome.control(name, fit_or_text, verdict)`: the control's fit and the verdict of the SAME
+  judge (same tolerance, same band) on it. A declared control never reported counts as "not run".
+- `Outcome.coefficient_check(c, observed, predicted, seeds)`: analysis.ratio_fit (geometric mean
+  of observed/predicted, CI by the seed bootstrap), judged by analysis.judge_ratio against c.band
+  (confirmed only when the whole CI is inside), and the ×2 control (ratio/2, same band).
+- `Outcome.small`: the measured value of c.small's parameter (max over the sweep).
+- `Claim.run(ctx)` -> Outcome whose `verdict` is the final one (`prediction` keeps the check's).
+- A check may still take only `ctx` (legacy); it then gets no Claim but the same final rule.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from analysis import FitResult, Verdict, floors_by
+from analysis import FitResult, RatioFit, Verdict, decide, floors_by, judge_ratio, ratio_fit
 from theory_lab.runner import RunResult
 from theory_lab.sweep import run_sweep
+
+CONTROL_KINDS = ("algorithm", "rival law", "coefficient")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A negative control: where the same check, same budget, must refute the prediction."""
+    name: str
+    kind: str   # one of CONTROL_KINDS
+    what: str   # one sentence: why the prediction must fail there
+
+    def __post_init__(self):
+        if self.kind not in CONTROL_KINDS:
+            raise ValueError(f"control kind must be one of {CONTROL_KINDS}, got {self.kind!r}")
+
+
+COEFFICIENT_X2 = Control("coefficient ×2", "coefficient",
+                         "the exact prediction multiplied by 2, judged against the same band")
+
+
+@dataclass(frozen=True)
+class Small:
+    """The small parameter of a leading-order prediction (e.g. ηEL_max) and its declared limit."""
+    name: str
+    limit: float
 
 
 @dataclass(frozen=True)
@@ -29,14 +83,40 @@ class Claim:
     regime: str
     predicted: str
     tolerance: float
-    check: Callable[["Context"], "Outcome"]
+    check: Callable[..., "Outcome"]
     should_hold: bool = True  # --strict fails when a claim that should hold is refuted
     track: str = "synthetic"  # "llm": opt-in (`verify --track llm`), needs the LLM extra and minutes
+    params: dict = field(default_factory=dict)        # the numbers the regime text and the body share
+    controls: tuple[Control, ...] = ()
+    band: tuple[float, float] | None = None           # observed/predicted coefficient band
+    small: Small | None = None
+
+    def run(self, ctx: "Context") -> "Outcome":
+        """Run the check and replace its verdict by the final one (`decide`)."""
+        out = self.check(ctx, self) if _takes_claim(self.check) else self.check(ctx)
+        out.prediction = out.verdict
+        reported = {n: o.verdict for n, o in out.controls.items()}
+        small = None if self.small is None or out.small is None else (self.small.name, out.small, self.small.limit)
+        out.verdict = decide(out.verdict, coefficient=out.coefficient_verdict, controls=reported,
+                             missing=[k.name for k in self.controls if k.name not in reported], small=small)
+        return out
+
+
+def _takes_claim(fn) -> bool:
+    return len(inspect.signature(fn).parameters) >= 2
+
+
+@dataclass
+class ControlOutcome:
+    """A control under the claim's own check: its fit (as text) and the check's verdict on it."""
+    fitted: str
+    verdict: Verdict
 
 
 @dataclass
 class Outcome:
-    """What a check returns: the headline fit, the verdict, and anything else worth reporting."""
+    """What a check returns: the headline fit, the prediction's verdict, its coefficient and
+    controls, the measured small parameter, and anything else worth reporting."""
     fitted: float
     ci: tuple[float, float]
     verdict: Verdict
@@ -44,19 +124,57 @@ class Outcome:
     tightness: float | None = None
     details: dict = field(default_factory=dict)
     figure: str | None = None
+    coefficient: RatioFit | None = None
+    coefficient_verdict: Verdict | None = None
+    controls: dict[str, ControlOutcome] = field(default_factory=dict)
+    small: float | None = None
+    prediction: Verdict | None = None   # set by Claim.run: the check's own verdict
 
     @classmethod
     def from_fit(cls, fit: FitResult, verdict: Verdict, predicted: float | None = None, **kw) -> "Outcome":
         return cls(fit.slope, (fit.ci_low, fit.ci_high), verdict, predicted, **kw)
+
+    def control(self, name: str, fit, verdict: Verdict) -> "Outcome":
+        """Record control `name`: `fit` is a FitResult, a RatioFit or a text; `verdict` is the
+        claim's own judge applied to it (it must say "refuted" for the claim to be confirmed)."""
+        self.controls[name] = ControlOutcome(fit_text(fit), verdict)
+        return self
+
+    def coefficient_check(self, c: Claim, observed, predicted, seeds=None, rng=None) -> "Outcome":
+        """Judge observed/predicted against c.band and record the ×2 coefficient control."""
+        if c.band is None:
+            raise ValueError(f"claim {c.id} declares no coefficient band")
+        fit = ratio_fit(observed, predicted, seeds, rng=rng)
+        self.coefficient, self.coefficient_verdict = fit, judge_ratio(fit, c.band)
+        wrong = fit.scaled(2.0)
+        return self.control(COEFFICIENT_X2.name, wrong, judge_ratio(wrong, c.band))
+
+
+def fit_text(fit) -> str:
+    """A fit as one short text: slope or ratio with its CI."""
+    if isinstance(fit, FitResult):
+        return ci_text(fit.slope, (fit.ci_low, fit.ci_high))
+    if isinstance(fit, RatioFit):
+        return "ratio " + ci_text(fit.ratio, (fit.ci_low, fit.ci_high))
+    return str(fit)
 
 
 REGISTRY: dict[str, Claim] = {}
 
 
 def claim(id: str, *, statement: str, source: str, metric: str, regime: str, predicted: str,
-          tolerance: float, should_hold: bool = True, track: str = "synthetic"):
+          tolerance: float, should_hold: bool = True, track: str = "synthetic", params: dict | None = None,
+          controls: tuple[Control, ...] | list[Control] = (), band: tuple[float, float] | None = None,
+          small: Small | None = None):
+    """Register a check. `regime` is formatted with `params` (write literal braces as {{ }}), so
+    the numbers the report prints are the ones the body reads from `c.params`."""
+    params = dict(params or {})
+    controls = tuple(controls) + ((COEFFICIENT_X2,) if band is not None else ())
+
     def register(fn):
-        REGISTRY[id] = Claim(id, statement, source, metric, regime, predicted, tolerance, fn, should_hold, track)
+        text = regime.format(**params) if params else regime
+        REGISTRY[id] = Claim(id, statement, source, metric, text, predicted, tolerance, fn, should_hold, track,
+                             params, controls, band, small)
         return fn
     return register
 

@@ -8,13 +8,16 @@ few hundred rounds reach stationarity.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from analysis import judge_exponent, judge_identical, loglog_slope
 from theory_lab import bounds
 from theory_lab.config import build_config
 from theory_lab.runner import make_oracle
-from theory_lab.claims.base import Context, Outcome, claim, combine, constant_per_seed, floors, plot_fit, within_seed
+from theory_lab.claims.base import (Claim, Context, Control, Outcome, Small, claim, combine, constant_per_seed, floors,
+                                    plot_fit, within_seed)
 
 PROBLEM = {"n_clients": 8, "pairs_per_client": 60, "heldout_pairs": 20, "dim": 5, "n_contexts": 10,
            "heterogeneity": 2.0, "dirichlet_alpha": 0.3, "l2": 0.05, "init": "optimum"}
@@ -51,89 +54,167 @@ def full_participation(ctx: Context) -> Outcome:
                    details={"start_dist": float(a[0]), "end_dist": float(a[-1])})
 
 
+def run_constant(result, name: str, reduce=max) -> float:
+    """`reduce` over every run and seed of a sweep of the exact constant `name` (a per-client
+    list such as L_clients is flattened)."""
+    vals = [np.ravel(r["constants"][name]) for r in result.manifest["runs"]]
+    return float(reduce(np.concatenate(vals)))
+
+
+def point_config(cfg: dict, point: dict, seeds: int) -> dict:
+    """`cfg` with one sweep point ({dotted.key: value}) applied and `seeds` replicas."""
+    out = copy.deepcopy(cfg)
+    out["run"]["seeds"] = list(range(seeds))
+    for key, value in point.items():
+        *path, last = key.split(".")
+        node = out
+        for k in path:
+            node = node.setdefault(k, {})
+        node[last] = value
+    return out
+
+
+def exact_drift(cfg: dict, result, f) -> np.ndarray:
+    """Per row of the floors table `f`: the exact leading-order drift floor η²(E−1)²/8 vᵀH̄⁻¹v
+    (bounds.drift_floor_exact) from that run's client Hessians and gradients at θ*."""
+    n_seeds = int(f["seed"].max()) + 1
+    pred = {}
+    for run in result.manifest["runs"]:
+        c = point_config(cfg, run["point"], n_seeds)
+        oracle = make_oracle(build_config(c))
+        theta = oracle.constants.theta_star.unsqueeze(1).expand(-1, oracle.n_clients, -1)
+        H, G, w = oracle.hessian(theta).numpy(), oracle.grad(theta, None, None).numpy(), oracle.weights.numpy()
+        eta, E = c["algorithm"]["lr"], c["algorithm"]["local_steps"]
+        for s in range(n_seeds):
+            pred[run["run_id"], s] = bounds.drift_floor_exact(eta, E, H[s], G[s], w[s])
+    return np.asarray([pred[r, s] for r, s in zip(f["run_id"], f["seed"])], float)
+
+
+def small_eta_E_L(result, cfg: dict) -> float:
+    """max over the sweep's runs of η·E·L_max (L_max: the largest client smoothness)."""
+    out = 0.0
+    for run in result.manifest["runs"]:
+        a = {**cfg["algorithm"], **{k.split(".", 1)[1]: v for k, v in run["point"].items() if k.startswith("algorithm.")}}
+        out = max(out, a["lr"] * a.get("local_steps", 1) * float(np.max(run["constants"]["L_clients"])))
+    return out
+
+
+DRIFT = {"quick": {"rounds": 150, "Es": (2, 3, 5), "etas": (0.125, 0.25, 0.5), "hets": (0.5, 1.0, 2.0, 4.0)},
+         "full": {"rounds": 500, "Es": (2, 3, 4, 6), "etas": (0.0625, 0.125, 0.25, 0.5), "hets": (0.5, 1.0, 2.0, 4.0)},
+         "lr": 0.25, "E": 3, "replicas": 8}
+
+
 @claim("drift-floor", statement="FedDPO with exact gradients and constant η stalls at a floor ∝ η²(E−1)²ζ²",
        source="Jiang'26; Koloskova et al.'20; Woodworth et al.'20", metric="subopt floor",
-       regime="exact gradients, full participation, small η(E−1)μ (leading order in η)",
-       predicted="slope 2 in (E−1); 2 in η; 1 in ζ²", tolerance=0.3)
-def drift_floor(ctx: Context) -> Outcome:
-    rounds = 150 if ctx.quick else 500
-    Es = (2, 3, 5) if ctx.quick else (2, 3, 5, 9)
-    etas = (0.125, 0.25, 0.5) if ctx.quick else (0.0625, 0.125, 0.25, 0.5)
-    hets = (1.0, 2.0, 4.0) if ctx.quick else (0.5, 1.0, 2.0, 4.0)
-    res_e = ctx.sweep(base(rounds), [{"algorithm.local_steps": E} for E in Es])
-    res_eta = ctx.sweep(base(rounds, local_steps=3), [{"algorithm.lr": eta} for eta in etas])
-    res_het = ctx.sweep(base(rounds, local_steps=3), [{"problem.heterogeneity": h} for h in hets])
-    tol = 0.3
+       regime="exact gradients, full participation; sweeps E ∈ {quick[Es]} at η={lr}, η ∈ {quick[etas]} "
+              "and heterogeneity ∈ {quick[hets]} at E={E} (quick; full: E ∈ {full[Es]}, η ∈ {full[etas]}, "
+              "heterogeneity ∈ {full[hets]}), ≥{replicas} replicas; leading order in ηEL (ηEL_max ≤ 0.6: its O(ηEL) "
+              "corrections stay inside the coefficient band)",
+       params=DRIFT, predicted="slope 2 in (E−1); 2 in η; 1 in ζ²; floor = η²(E−1)²/8 vᵀH̄⁻¹v (exact)",
+       tolerance=0.3, band=(0.8, 1.25), small=Small("ηEL_max", 0.6))
+def drift_floor(ctx: Context, c: Claim) -> Outcome:
+    P, tol = c.params["quick" if ctx.quick else "full"], c.tolerance
+    Es, etas, hets, rounds = P["Es"], P["etas"], P["hets"], P["rounds"]
+    cfg = base(rounds, local_steps=c.params["E"], lr=c.params["lr"])
+    k = c.params["replicas"]  # exact gradients: each replica is another random problem
+    res_e = ctx.sweep(cfg, [{"algorithm.local_steps": E} for E in Es], min_seeds=k)
+    res_eta = ctx.sweep(cfg, [{"algorithm.lr": eta} for eta in etas], min_seeds=k)
+    res_het = ctx.sweep(cfg, [{"problem.heterogeneity": h} for h in hets], min_seeds=k)
     fit_e, v_e, plot = slope_claim(ctx, "drift-floor", "E − 1", {i: E - 1 for i, E in enumerate(Es)},
                                    res_e, "subopt", 2.0, tol)
     fit_eta, v_eta, _ = slope_claim(ctx, "drift-floor", "η", dict(enumerate(etas)), res_eta, "subopt", 2.0, tol)
     zeta2 = constant_per_seed(res_het, "zeta2")
     fit_z, v_z, _ = slope_claim(ctx, "drift-floor", "ζ²", lambda f: zeta2(f), res_het, "subopt", 1.0, tol)
-    ratio = observed_over_exact_drift(ctx, base(rounds), Es, floors(res_e.table, "subopt"))
-    details = {"slope_in_E-1": fit_e, "slope_in_eta": fit_eta, "slope_in_zeta2": fit_z,
-               "observed/predicted floor (η²(E−1)²/8 vᵀH̄⁻¹v, theory.md)": f"median {np.median(ratio):.3g}, "
-               f"range [{ratio.min():.3g}, {ratio.max():.3g}]"}
-    return Outcome.from_fit(fit_e, combine([v_e, v_eta, v_z], ["E−1", "η", "ζ²"]), 2.0,
-                            tightness=float(np.median(ratio)), details=details,
-                            figure=plot_fit(ctx, "drift-floor", fit_e, *plot))
+    obs, pred, seeds = [], [], []
+    for res in (res_e, res_eta, res_het):
+        f = floors(res.table, "subopt")
+        obs.append(f["floor"].to_numpy()), pred.append(exact_drift(cfg, res, f)), seeds.append(f["seed"].to_numpy())
+    small = max(small_eta_E_L(r, cfg) for r in (res_e, res_eta, res_het))
+    out = Outcome.from_fit(fit_e, combine([v_e, v_eta, v_z], ["E−1", "η", "ζ²"]), 2.0, small=small,
+                           details={"slope_in_E-1": fit_e, "slope_in_eta": fit_eta, "slope_in_zeta2": fit_z},
+                           figure=plot_fit(ctx, "drift-floor", fit_e, *plot))
+    out.coefficient_check(c, np.concatenate(obs), np.concatenate(pred), np.concatenate(seeds))
+    out.tightness = out.coefficient.ratio
+    return out
 
 
-def observed_over_exact_drift(ctx: Context, cfg: dict, Es, f) -> np.ndarray:
-    """Observed floors divided by the exact leading-order drift floor of bounds.drift_floor_exact,
-    from each replica's client Hessians and gradients at θ*."""
-    cfg = {**cfg, "run": {**cfg["run"], "seeds": list(range(ctx.seeds))}}
-    oracle = make_oracle(build_config(cfg))
-    theta = oracle.constants.theta_star.unsqueeze(1).expand(-1, oracle.n_clients, -1)
-    H, G = oracle.hessian(theta).numpy(), oracle.grad(theta, None, None).numpy()
-    w, eta = oracle.weights.numpy(), cfg["algorithm"]["lr"]
-    predicted = [bounds.drift_floor_exact(eta, Es[r], H[s], G[s], w[s]) for r, s in zip(f["run_id"], f["seed"])]
-    return f["floor"].to_numpy() / np.asarray(predicted, float)
-
+PARTICIPATION = {"N": 16, "lr": 1.0, "quick": {"Ss": (1, 4, 12, 15), "rounds": 400},
+                 "full": {"Ss": (1, 2, 4, 8, 12, 15), "rounds": 1500}, "replicas": 16}
 
 
 @claim("participation-floor", statement="E=1 with S of N clients sampled leaves a floor ∝ η ζ² (N−S)/(S(N−1))",
        source="Jiang'26; Li et al.'20", metric="subopt floor (stationary mean)",
-       regime="exact local gradients, E=1, η=1, N=16, sampling without replacement, ≥16 replicas", predicted="slope 1 in (N−S)/(S(N−1))",
-       tolerance=0.25)
-def participation_floor(ctx: Context) -> Outcome:
-    N = 16
-    Ss = (1, 2, 4, 8) if ctx.quick else (1, 2, 4, 8, 12)
-    cfg = base(400 if ctx.quick else 1500, lr=1.0)
+       regime="exact local gradients, E=1, η={lr}, N={N}, S ∈ {quick[Ss]} (full: {full[Ss]}), sampling without "
+              "replacement, ≥{replicas} replicas", params=PARTICIPATION,
+       predicted="slope 1 in (N−S)/(S(N−1)); floor = ηζ²(N−S)/(4S(N−1)) (exact)", tolerance=0.25,
+       band=(0.8, 1.25), small=Small("ηL_max", 0.5),
+       controls=[Control("rival ζ²/S", "rival law", "no finite-population correction: x = 1/S; the same slope-1 "
+                         "check on the same floors must refute it (S near N separates the laws)")])
+def participation_floor(ctx: Context, c: Claim) -> Outcome:
+    N, eta, P = c.params["N"], c.params["lr"], c.params["quick" if ctx.quick else "full"]
+    Ss = P["Ss"]
+    cfg = base(P["rounds"], lr=eta)
     cfg["problem"]["n_clients"] = N
-    res = ctx.sweep(cfg, [{"algorithm.participation": S} for S in Ss], min_seeds=16)
+    res = ctx.sweep(cfg, [{"algorithm.participation": S} for S in Ss], min_seeds=c.params["replicas"])
     x = {i: (N - S) / (S * (N - 1)) for i, S in enumerate(Ss)}
-    fit, verdict, plot = slope_claim(ctx, "participation-floor", "(N−S)/(S(N−1))", x, res, "subopt", 1.0,
-                                     0.25, tail=0.6)
-    return Outcome.from_fit(fit, verdict, 1.0, figure=plot_fit(ctx, "participation-floor", fit, *plot))
+    fit, verdict, plot = slope_claim(ctx, c.id, "(N−S)/(S(N−1))", x, res, "subopt", 1.0, c.tolerance, tail=0.6)
+    rival, rival_v, _ = slope_claim(ctx, c.id, "1/S", {i: 1.0 / S for i, S in enumerate(Ss)}, res, "subopt",
+                                    1.0, c.tolerance, tail=0.6)
+    f = floors(res.table, "subopt", 0.6)
+    S = np.asarray([Ss[r] for r in f["run_id"]], float)
+    pred = bounds.participation_floor(eta, S, N, constant_per_seed(res, "zeta2")(f))
+    out = Outcome.from_fit(fit, verdict, 1.0, small=eta * run_constant(res, "L_clients"),
+                           figure=plot_fit(ctx, c.id, fit, *plot))
+    out.coefficient_check(c, f["floor"].to_numpy(), pred, f["seed"].to_numpy())
+    return out.control("rival ζ²/S", rival, rival_v)
+
+
+NOISE = {"lr": 0.5, "b": 1, "quick": {"ns": (2, 8, 32), "rounds": 300}, "full": {"ns": (2, 4, 8, 16, 32), "rounds": 800},
+         "replicas": 16}
 
 
 @claim("noise-floor", statement="With ζ=0 and constant η the floor is ∝ η σ²/(n b): linear speed-up in n",
        source="Stich'19; Koloskova et al.'20", metric="subopt floor (stationary mean)",
-       regime="E=1, full participation (minibatch SGD over n clients), batch 1, ≥16 replicas", predicted="slope −1 in n",
-       tolerance=0.25)
-def noise_floor(ctx: Context) -> Outcome:
-    ns = (2, 8, 32) if ctx.quick else (2, 4, 8, 16, 32)
-    cfg = base(300 if ctx.quick else 800, batch_size=1, lr=0.5)
+       regime="ζ=0, E=1, full participation (minibatch SGD over n ∈ {quick[ns]} clients; full: {full[ns]}), "
+              "batch {b}, η={lr}, ≥{replicas} replicas", params=NOISE,
+       predicted="slope −1 in n; floor = ησ²/(4nb) (exact)", tolerance=0.25, band=(0.8, 1.25),
+       small=Small("ηL_max", 0.5))
+def noise_floor(ctx: Context, c: Claim) -> Outcome:
+    eta, b, P = c.params["lr"], c.params["b"], c.params["quick" if ctx.quick else "full"]
+    ns = P["ns"]
+    cfg = base(P["rounds"], batch_size=b, lr=eta)
     cfg["problem"].update(heterogeneity=0.0, dirichlet_alpha=0.0)
-    res = ctx.sweep(cfg, [{"problem.n_clients": n} for n in ns], min_seeds=16)
-    fit, verdict, plot = slope_claim(ctx, "noise-floor", "n clients", dict(enumerate(ns)), res, "subopt",
-                                     -1.0, 0.25, tail=0.6)
-    return Outcome.from_fit(fit, verdict, -1.0, figure=plot_fit(ctx, "noise-floor", fit, *plot))
+    res = ctx.sweep(cfg, [{"problem.n_clients": n} for n in ns], min_seeds=c.params["replicas"])
+    fit, verdict, plot = slope_claim(ctx, c.id, "n clients", dict(enumerate(ns)), res, "subopt",
+                                     -1.0, c.tolerance, tail=0.6)
+    f = floors(res.table, "subopt", 0.6)
+    n = np.asarray([ns[r] for r in f["run_id"]], float)
+    pred = bounds.noise_floor(eta, constant_per_seed(res, "sigma2")(f), b, n)
+    out = Outcome.from_fit(fit, verdict, -1.0, small=eta * run_constant(res, "L_clients"),
+                           figure=plot_fit(ctx, c.id, fit, *plot))
+    return out.coefficient_check(c, f["floor"].to_numpy(), pred, f["seed"].to_numpy())
+
+
+SCAFFOLD = {"E": 16, "b": 128, "lr": 0.5, "quick": {"hets": (1.0, 2.0, 4.0), "rounds": 200},
+            "full": {"hets": (1.0, 1.5, 2.0, 3.0, 4.0), "rounds": 500}, "replicas": 8}
 
 
 @claim("scaffold-no-drift", statement="SCAFFOLD's floor does not depend on the heterogeneity ζ²",
        source="Karimireddy et al.'20", metric="subopt floor (stationary mean)",
-       regime="E=6, batch 16, η=0.5, full participation (drift visible above the noise); FedDPO on the same problems for contrast",
-       predicted="slope 0 in ζ²", tolerance=0.25)
-def scaffold_no_drift(ctx: Context) -> Outcome:
-    hets = (1.0, 3.0, 8.0) if ctx.quick else (0.5, 1.0, 2.0, 4.0, 8.0)
-    rounds = 200 if ctx.quick else 600
+       regime="E={E}, batch {b}, η={lr}, full participation, heterogeneity ∈ {quick[hets]} (full: {full[hets]}), "
+              "≥{replicas} replicas: FedDPO's drift floor dominates its noise floor there",
+       params=SCAFFOLD, predicted="slope 0 in ζ²", tolerance=0.25,
+       controls=[Control("FedDPO", "algorithm", "FedDPO has client drift ∝ ζ²: the same slope-0 check on FedDPO, "
+                         "same problems and budget, must refute it")])
+def scaffold_no_drift(ctx: Context, c: Claim) -> Outcome:
+    P = c.params["quick" if ctx.quick else "full"]
     out = {}
     for name in ("scaffold", "feddpo"):
-        res = ctx.sweep(base(rounds, name=name, local_steps=6, batch_size=16, lr=0.5),
-                        [{"problem.heterogeneity": h} for h in hets])
+        cfg = base(P["rounds"], name=name, local_steps=c.params["E"], batch_size=c.params["b"], lr=c.params["lr"])
+        res = ctx.sweep(cfg, [{"problem.heterogeneity": h} for h in P["hets"]], min_seeds=c.params["replicas"])
         zeta2 = constant_per_seed(res, "zeta2")
-        out[name] = slope_claim(ctx, "scaffold-no-drift", "ζ²", lambda f: zeta2(f), res, "subopt", 0.0, 0.25, 0.6)
+        out[name] = slope_claim(ctx, c.id, "ζ²", lambda f, z=zeta2: z(f), res, "subopt", 0.0, c.tolerance, 0.6)
     fit, verdict, plot = out["scaffold"]
-    return Outcome.from_fit(fit, verdict, 0.0, details={"feddpo_slope_in_zeta2": out["feddpo"][0]},
-                            figure=plot_fit(ctx, "scaffold-no-drift", fit, *plot))
+    fed, fed_v, _ = out["feddpo"]
+    return Outcome.from_fit(fit, verdict, 0.0, details={"feddpo_slope_in_zeta2": fed},
+                            figure=plot_fit(ctx, c.id, fit, *plot)).control("FedDPO", fed, fed_v)
