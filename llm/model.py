@@ -96,6 +96,24 @@ def load_model(spec: str, dtype: str = "auto", device: str = "cpu"):
     return _load(spec, dtype, device)
 
 
+SMOLLM2_SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"   # the model the shipped Q4_1 GGUF was made from
+
+
+def base_reference(spec: str) -> str:
+    """What a saved adapter records as its base model (peft's base_model_name_or_path): a name
+    that means the same model on another machine, never a path inside a virtual environment.
+
+    "smollm2" -> the Hugging Face id of the model its GGUF was quantized from (the adapter was
+    trained on the dequantized Q4_1 weights: close to, not equal to, that model's); a Hugging
+    Face id, a local directory or a .gguf path -> as given; "tiny" -> "tiny" (the toolkit's
+    seeded random Llama, llm.model.tiny_llama).
+
+    >>> base_reference("smollm2")
+    'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+    return SMOLLM2_SOURCE if spec == "smollm2" else spec
+
+
 def _load(spec: str, dtype: str, device: str):
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -112,6 +130,7 @@ def _load(spec: str, dtype: str, device: str):
         model, tokenizer = _load_pretrained(spec, torch_dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model.name_or_path = model.config._name_or_path = base_reference(spec)   # what peft records
     model = model.to(device=device, dtype=torch_dtype)
     model.train(False)
     return model, tokenizer

@@ -202,7 +202,9 @@ class LLMOracle:
         try:
             tmp.chmod(umask_mode(0o777))   # mkdtemp makes 0700; the files are saved with the umask's modes
             self._load(theta[0])
-            self.model.save_pretrained(tmp, safe_serialization=True)
+            # no embedding-layer check: it looks the base model up (online or on disk) only to
+            # decide whether to save embeddings, which LoRA on linear layers never changes
+            self.model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
             if path.exists():
                 shutil.rmtree(path)
             tmp.rename(path)
