@@ -24,7 +24,7 @@ demo: venv
 	$(VENV)/bin/theory-lab sweep --config configs/synthetic/demo.toml --out $(OUT) --overwrite
 
 figures: venv
-	$(VENV)/bin/theory-lab figures --out runs/figures --overwrite
+	$(VENV)/bin/theory-lab figures --out runs/figures
 
 test: venv
 	$(PY) -m pytest -q

@@ -68,7 +68,7 @@ def main(out: str, quick: bool = False, only: list[str] | None = None, *, report
         if not Path(d).exists():
             raise ConfigError("--fedpdpo", f"{d}: no such directory")
     lab = Lab(out_dir / "cache", size=size or ("quick" if quick else "full"), report=Path(report) if report else None,
-              llm_model=llm_model, fedpdpo=tuple(Path(d) for d in fedpdpo))
+              llm_model=llm_model, fedpdpo=tuple(Path(d) for d in fedpdpo), log=log)
     if report and not Path(report).is_file():
         raise ConfigError("--report", f"{report}: no such file")
     threads = torch.get_num_threads()
@@ -84,6 +84,8 @@ def main(out: str, quick: bool = False, only: list[str] | None = None, *, report
             module = importlib.import_module(f"paper_figures.{name}")
             t0, runs0 = time.perf_counter(), lab.runs
             torch.set_num_threads(threads if name.startswith("llm_") else 1)
+            if log:
+                log(f"{name:<14} ...")   # before its runs, which may take minutes (cached afterwards)
             inputs = module.prepare(lab)
             if inputs is None:  # nothing to draw from (the FedPDPO figure without results)
                 if log:

@@ -28,7 +28,8 @@ from theory_lab.results import atomic_write  # noqa: E402
 SINGLE = 3.25
 DOUBLE = 6.75
 WIDTHS = {"single": SINGLE, "double": DOUBLE}
-PNG_DPI = int(os.environ.get("FIGURES_DPI", "150"))  # modest: a double-column PNG stays < 200 KB
+PRINT_DPI = 300   # print resolution; the PNG records its dpi (pHYs)
+PNG_DPI = int(os.environ.get("FIGURES_DPI", PRINT_DPI))
 
 # greyscale-safe cycle: grey level, line style, marker go together
 GREYS = ("0.0", "0.45", "0.25", "0.6", "0.1", "0.5", "0.3", "0.7")
@@ -104,7 +105,7 @@ def _grey_png(fig, path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=PNG_DPI)
     buf.seek(0)
-    Image.open(buf).convert("L").save(path, format="PNG", optimize=True)
+    Image.open(buf).convert("L").save(path, format="PNG", optimize=True, dpi=(PNG_DPI, PNG_DPI))
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:

@@ -4,7 +4,8 @@ against the predicted one and the claim's tolerance band, marked by verdict. Lef
 margin), on a log axis around 1. Claims measured otherwise are listed under the figure.
 
 Input: a `theory-lab verify` report.json (a path or the parsed dict). Without one, `prepare`
-runs `theory_lab.verify.verify(all claims, quick=True, seeds=3)` once and caches its report."""
+runs `theory_lab.verify.verify(the synthetic claims, quick=True, seeds=3)` once and caches its
+report."""
 
 from __future__ import annotations
 
@@ -35,17 +36,18 @@ VERDICT = {"confirmed": dict(marker="o", mfc="0.0", mec="0.0"),
 def prepare(lab: Lab) -> dict:
     if lab.report is not None:
         return json.loads(Path(lab.report).read_text())
-    from theory_lab.claims import REGISTRY
-    from theory_lab.verify import verify
+    from theory_lab.verify import select, verify
 
-    ids = list(REGISTRY) if lab.size != "tiny" else ["full-participation", "noise-floor"]
+    # the synthetic claims only: the LLM ones are opt-in (`theory-lab verify --track llm`, minutes each)
+    ids = select(None, "synthetic") if lab.size != "tiny" else ["full-participation", "noise-floor"]
     out = lab.cache_dir / f"verify-{config_hash({'ids': ids, 'quick': True, 'seeds': 3})[:16]}"
     report = out / "report.json"
     if report.is_file():
         lab.hits += 1
     else:
         lab.runs += 1
-        verify(ids, quick=True, seeds=3, out=out, progress=None)
+        progress = (lambda line: lab.log(f"  {line}")) if lab.log else None
+        verify(ids, quick=True, seeds=3, out=out, progress=progress)
     return json.loads(report.read_text())
 
 

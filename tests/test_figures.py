@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from paper_figures import cli, fedpdpo, participation, verification
+from paper_figures import cli, fedpdpo, participation, style, verification
 from paper_figures.experiments import Lab, config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,37 @@ def test_every_figure_writes_pdf_and_png(drawn, name):
         path = out / f"{name}.{ext}"
         assert path in paths
         assert path.is_file() and path.stat().st_size > 1000, path
+
+
+def test_pngs_are_for_print_and_every_step_says_it_started(drawn):
+    from PIL import Image
+
+    out, _, lines, _ = drawn
+    assert style.PRINT_DPI >= 300                  # the default (these tests draw at 50 for speed)
+    for name in cli.FIGURES:
+        dpi = Image.open(out / f"{name}.png").info.get("dpi", (0, 0))
+        assert round(min(dpi)) == 50, (name, dpi)  # the resolution it was drawn at, recorded in the file
+    started = [line.split()[0] for line in lines if line.rstrip().endswith("...")]
+    assert started == list(cli.FIGURES)            # a line before each (possibly long) step
+
+
+def test_the_synthetic_verification_figure_runs_no_llm_claim(tmp_path, monkeypatch):
+    from paper_figures import verification
+    from theory_lab import verify
+
+    class Stop(Exception):
+        pass
+
+    ran = []
+
+    def record(ids, **kw):
+        ran.extend(ids)
+        raise Stop
+
+    monkeypatch.setattr(verify, "verify", record)
+    with pytest.raises(Stop):
+        verification.prepare(Lab(tmp_path / "cache", size="quick"))
+    assert ran and not [c for c in ran if c.startswith("llm")]
 
 
 def test_second_call_only_redraws(drawn):
