@@ -191,6 +191,8 @@ def _summary(table) -> None:
     keys = [k for k in ("run_id", "algorithm", "local_steps", "participation", "topology", "q_max") if k in table]
     last = table[table["round"] == table.groupby(keys)["round"].transform("max")]
     cols = [c for c in ("subopt", "grad_norm_sq", "consensus_error", "eval_pref_acc") if last[c].notna().any()]
+    seeds = table["seed"].nunique()
+    print(f"final round ({int(last['round'].max())}), mean over {seeds} seed{'s' * (seeds != 1)}:")
     print(last.groupby(keys, sort=False)[cols].mean().to_string(float_format=lambda v: f"{v:.3e}"))
 
 
