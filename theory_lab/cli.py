@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.environ.get("RANK", "0") != "0":   # under torchrun, notes and warnings once (rank 0), errors from all
+        import logging
+
+        logging.getLogger().setLevel(logging.ERROR)
     if args.command != "llm" and "OMP_NUM_THREADS" not in os.environ:
         # the synthetic track works on small tensors: extra threads only add synchronisation,
         # and on a shared machine they stall (measured: docs/benchmarks.md)
