@@ -138,14 +138,17 @@ def panel(ax, table: pd.DataFrame, labels: bool = True) -> None:
         ax.axvline(float(ref.mean()), color="0.2", ls="--", lw=0.9, zorder=4)
     ax.set_yticks(y)
     ax.set_yticklabels(s["variant"] if labels else [])
-    ax.set_xlim(0, 1.0)
+    ax.set_xlim(0, 1.06)   # room for a client at 1.0 and its error bar's cap
+    ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_ylim(-0.6, len(s) - 0.4)
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("final held-out preference acc.")
     r = table.iloc[0]
     model = MODELS.get(str(r.get("model")), str(r.get("model")))
-    ax.set_title(f"{r['dataset'].replace(',', ', ')}\n{int(r['n_clients'])} clients, {r['partition']}; {model}",
-                 fontsize=6.5)
+    seeds = int(s["n"].max())
+    spread = "; bars: 95% CI over seeds" if seeds > 1 else " (no CI: one seed)"
+    ax.set_title(f"{r['dataset'].replace(',', ', ')}, {int(r['n_clients'])} clients, {r['partition']}\n"
+                 f"{model}; {seeds} seed{'s' * (seeds != 1)}{spread}", fontsize=6.5)
 
 
 def legend(fig_or_ax, **kw) -> None:

@@ -174,7 +174,10 @@ def mean_band(ax, table: pd.DataFrame, x: str = "round", y: str = "subopt", by: 
         me = max(len(s) // 5, 1)
         (line,) = ax.plot(s[x], s["mean"], label=label, markevery=((i * me) // max(len(groups), 1), me),
                           markerfacecolor="white", **kw)
-        ax.fill_between(s[x], s["low"], s["high"], color=kw["color"], alpha=0.15, linewidth=0)
+        # the band's edges in the series' own dash style: overlapping grey bands stay tellable apart
+        ax.fill_between(s[x], s["low"], s["high"], color=kw["color"], alpha=0.12, linewidth=0)
+        for edge in ("low", "high"):
+            ax.plot(s[x], s[edge], color=kw["color"], linestyle=kw["linestyle"], lw=0.4, alpha=0.7)
         lines.append(line)
     if log:
         ax.set_yscale("log")

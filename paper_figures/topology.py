@@ -92,7 +92,8 @@ def panel_consensus(ax, table: pd.DataFrame, legend: bool = True) -> None:
             h.set_label("mean, 95% CI (open: not fitted)")
             handles.append(h)
         ax.annotate(SHORT.get(name, name), (x, np.exp(m)), xytext=OFFSETS.get(name, (4, 3)), textcoords="offset points",
-                    fontsize=6)
+                    fontsize=6, zorder=6,   # on a white box: readable where it crosses a fitted line
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
     if fit_rows["topology"].nunique() >= 2:
         x, y, s = fit_rows["spectral_gap"].to_numpy(), fit_rows["floor"].to_numpy(), fit_rows["seed"].to_numpy()
         grid = np.geomspace(x.min(), x.max(), 50)

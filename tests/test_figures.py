@@ -385,7 +385,7 @@ def test_fedpdpo_reads_the_finished_points_of_a_running_sweep(tmp_path):
 def test_fedpdpo_figure_skipped_without_results(tmp_path):
     lines = []
     assert cli.main(str(tmp_path), only=["fedpdpo"], log=lines.append) == []
-    assert lines[0].startswith("fedpdpo        skipped: no FedPDPO results: pass --fedpdpo DIR")
+    assert lines[1].startswith("fedpdpo        skipped: no FedPDPO results: pass --fedpdpo DIR")
     from theory_lab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--fedpdpo"):
