@@ -3,6 +3,7 @@ reference, gradients against finite differences, the algorithms running unchange
 E=1, S=N equals centralized; DecDPO on the complete graph averages exactly), and learning a toy
 preference."""
 
+import math
 import types
 
 import pytest
@@ -154,7 +155,7 @@ def test_policy_starts_at_the_reference(oracle):
         assert oracle._margins(tp, ref).abs().max() < 1e-12
     assert abs(float(metrics["reward_margin"])) < 1e-12
     assert float(metrics["train_loss"]) == pytest.approx(0.6931471805599453, abs=1e-12)  # -log σ(0)
-    assert float(metrics["eval_pref_acc"]) <= 0.5
+    assert math.isnan(float(metrics["eval_pref_acc"]))   # every margin is 0: nothing measured
     assert float(metrics["grad_norm_sq"]) > 0  # B = 0 but dL/dB != 0
 
 
@@ -228,13 +229,13 @@ def test_decdpo_complete_graph_averages_adapters_exactly(oracle):
 
 
 def test_toy_preference_is_learned():
-    """Chosen responses end with token A, rejected with B: held-out accuracy goes from <= 0.5
-    (policy = reference: every margin is 0) to >= 0.9 with centralized AdamW on the oracle."""
+    """Chosen responses end with token A, rejected with B: held-out accuracy goes from unmeasured
+    (NaN: policy = reference, every margin is 0) to >= 0.9 with centralized AdamW on the oracle."""
     o = make_oracle(torch.float32, sizes=(16, 16), heldout=16, toy=True, beta=0.5, eval_bs=16)
     before = o.evaluate(o.init_params())
     alg = _run(o, "centralized", 20, batch_size=4, lr=0.05, optimizer="adamw")
     after = o.evaluate(alg.model())
-    assert float(before["eval_pref_acc"]) <= 0.5
+    assert math.isnan(float(before["eval_pref_acc"]))
     assert float(after["eval_pref_acc"]) >= 0.9, after
     assert float(after["train_loss"]) < float(before["train_loss"])
     assert float(after["reward_margin"]) > 0

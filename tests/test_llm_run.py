@@ -3,6 +3,7 @@ config valid, and bad input answered by one line."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,7 +27,8 @@ def test_llm_run_writes_schema_and_reference_baseline(tmp_path):
     table = pd.read_csv(out / "results.csv")
     assert list(table["round"]) == [0, 1, 2]
     assert {"eval_pref_acc", "reward_margin", "grad_norm_sq", "comm_bytes", "eval_pref_acc_client2"} <= set(table)
-    assert table["eval_pref_acc"].iloc[0] == 0.0  # at the reference every implicit margin is exactly 0
+    assert np.isnan(table["eval_pref_acc"].iloc[0])  # at the reference every implicit margin is exactly 0
+    assert (table["run_id"] == 0).all()              # one schema: a single run is run 0
     assert table["comm_bytes"].iloc[-1] > 0 and table["train_loss"].notna().all()
     manifest = (out / "manifest.json").read_text()
     assert '"reference_pref_acc"' in manifest and '"model": "tiny"' in manifest
@@ -75,5 +77,5 @@ def test_llm_sweep_loads_the_model_once_and_equals_separate_runs(tmp_path, monke
                      "--set", f"algorithm.local_steps={steps}"]) == 0
         one = pd.read_csv(out / "results.csv")
         mine = swept[swept["run_id"] == run_id].reset_index(drop=True)
-        cols = [c for c in one.select_dtypes("number") if c != "wall_s"]
+        cols = [c for c in one.select_dtypes("number") if c not in ("wall_s", "run_id")]
         pd.testing.assert_frame_equal(mine[cols], one[cols], check_exact=True)
