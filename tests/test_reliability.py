@@ -34,20 +34,22 @@ dim = 4
 n_contexts = 6
 heterogeneity = 1.0
 [algorithm]
-name = "{name}"
-local_steps = 2
+name = "{algorithm}"
+local_steps = {local_steps}
 participation = {participation}
 q_max = {q_max}
 batch_size = 4
 lr = 1.0
 optimizer = "{optimizer}"
+{extra}
 [topology]
 name = "ring"
 """
 
 
 def write(tmp_path, name="cfg.toml", **kw):
-    values = dict(rounds=60, log_every=5, every=10, name="feddpo", participation=4, q_max=2, optimizer="adamw")
+    values = dict(rounds=60, log_every=5, every=10, algorithm="feddpo", local_steps=2, participation=4, q_max=2,
+                  optimizer="adamw", extra="")
     values.update(kw)
     path = tmp_path / name
     path.write_text(SYNTHETIC.format(**values))
@@ -106,11 +108,29 @@ def kill_after_checkpoint(cmd, out, min_round, timeout=120):
     assert not (Path(out) / "results.csv").exists(), "killed too late: nothing was interrupted"
 
 
-@pytest.mark.parametrize("name,optimizer", [("feddpo", "adamw"), ("scaffold", "sgd"), ("gradient_tracking", "sgd")])
-def test_resume_in_process_is_bit_identical(tmp_path, name, optimizer):
-    kw = dict(name=name, optimizer=optimizer, q_max=2 if name == "feddpo" else 0,
-              participation=4 if name != "gradient_tracking" else 0)
-    cfg = write(tmp_path, **kw)
+# settings each registered algorithm reads, chosen to exercise its state (None: the template's default)
+RESUME_CASES = {
+    "centralized": dict(optimizer="adamw"),
+    "feddpo": dict(optimizer="adamw", q_max=2, participation=4, extra="server_opt = \"adam\""),
+    "fedprox": dict(optimizer="sgd", participation=4, extra="prox_mu = 0.1\nmomentum = 0.5"),
+    "scaffold": dict(optimizer="sgd", participation=4),
+    "decdpo": dict(optimizer="adamw", extra="state_policy = \"average\""),
+    "gradient_tracking": dict(optimizer="sgd", local_steps=1),
+}
+
+
+def test_every_registered_algorithm_has_a_resume_case():
+    from theory_lab.algorithms import REGISTRY
+
+    builtin = {n for n, cls in REGISTRY.items() if cls.__module__.startswith("theory_lab.")}
+    assert builtin == set(RESUME_CASES)
+
+
+@pytest.mark.parametrize("algorithm", sorted(RESUME_CASES))
+def test_resume_in_process_is_bit_identical(tmp_path, algorithm):
+    kw = {"participation": 0, "q_max": 0, **RESUME_CASES[algorithm]}
+    cfg = write(tmp_path, algorithm=algorithm, **kw)
+    assert f'name = "{algorithm}"' in cfg.read_text()
     assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
     part = tmp_path / "part"  # the same run, then resumed from its last checkpoint (round 50 of 60)
     assert main(["synthetic", "--config", str(cfg), "--out", str(part), "--quiet"]) == 0

@@ -1,8 +1,9 @@
 """Checkpoints: everything a run needs to continue bit-identically, written atomically.
 
-A checkpoint is a directory with `state.safetensors` (every tensor of the algorithm: parameter
-stacks, optimizer states, control variates, staleness buffers, the generator's state, and the
-oracle's client-local state when it has one, e.g. FedPDPO's personal modules) and
+A checkpoint is a directory with `state.safetensors` (the algorithm's `state_dict()`: what it
+declares it needs, e.g. parameter stacks, optimizer states, control variates, staleness buffers,
+server optimizer moments; the generator's state; and the oracle's client-local state when it has
+one, e.g. FedPDPO's personal modules) and
 `meta.json` (round, step clock, logged records, the config and its hash). Safetensors, not
 pickle: loading a checkpoint someone sends you cannot run code.
 """
@@ -44,26 +45,10 @@ def config_changes(saved: dict, now: dict) -> list[str]:
             if json.dumps(a.get(k), default=str) != json.dumps(b.get(k), default=str)]
 
 
-def _tensors(obj, prefix: str, out: dict) -> None:
-    """Collect the tensors an algorithm holds: attributes, lists of tensors, optimizer states."""
-    for name, value in vars(obj).items():
-        key = f"{prefix}{name}"
-        if torch.is_tensor(value):
-            out[key] = value
-        elif isinstance(value, list) and value and all(torch.is_tensor(v) for v in value):
-            out[f"{key}[]"] = torch.stack(value)  # e.g. the staleness buffer (its length varies)
-        elif isinstance(value, dict) and value and all(torch.is_tensor(v) for v in value.values()):
-            for k, v in value.items():
-                out[f"{key}.{k}"] = v
-        elif name == "opt":
-            _tensors(value, f"{key}.", out)
-
-
 def save(directory: str | Path, alg, gen: torch.Generator, round_: int, records: list[dict], config: dict,
          counters: dict) -> None:
     directory = Path(directory)
-    tensors: dict[str, torch.Tensor] = {}
-    _tensors(alg, "alg.", tensors)
+    tensors = {f"alg.{k}": v for k, v in alg.state_dict().items()}   # what the algorithm declares, no more
     for key, value in _oracle_state(alg).items():
         tensors[f"oracle.{key}"] = value
     tensors["generator"] = gen.get_state()
@@ -95,8 +80,7 @@ def load(directory: str | Path, alg, gen: torch.Generator, config: dict) -> tupl
     oracle_state = {k.split(".", 1)[1]: tensors.pop(k) for k in list(tensors) if k.startswith("oracle.")}
     if oracle_state:
         alg.oracle.load_state_dict(oracle_state)
-    for key, value in tensors.items():
-        _assign(alg, key.split(".")[1:], value)
+    alg.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("alg.")})
     alg.t = meta["t"]
     return meta["round"], meta["records"], meta["counters"]
 
@@ -106,20 +90,6 @@ def _oracle_state(alg) -> dict[str, torch.Tensor]:
     parameters and their optimizer); empty for oracles without any."""
     state_dict = getattr(alg.oracle, "state_dict", None)
     return state_dict() if callable(state_dict) else {}
-
-
-def _assign(obj, path: list[str], value: torch.Tensor) -> None:
-    name, rest = path[0], path[1:]
-    if not rest and name.endswith("[]"):
-        setattr(obj, name[:-2], list(value.unbind(0)))
-        return
-    current = getattr(obj, name)
-    if not rest:
-        setattr(obj, name, value.to(current.device) if torch.is_tensor(current) else value)
-    elif isinstance(current, dict):
-        current[rest[0]] = value
-    else:
-        _assign(current, rest, value)
 
 
 def _plain(records: list[dict]) -> list[dict]:

@@ -72,8 +72,9 @@ def _cmd_run(args) -> int:
             from theory_lab.distributed import rank_name
 
             ckpt = ckpt / rank_name()
-        missing = ConfigError("--resume", f"{ckpt}: no checkpoint to resume (the run had run.checkpoint_every = 0"
-                              + (", or another number of processes)" if args.backend == "torch" else ")"))
+        missing = ConfigError("--resume", f"{ckpt}: no checkpoint to resume (a run checkpoints only with "
+                              "run.checkpoint_every > 0" + (", and resumes with the same number of processes)"
+                                                            if args.backend == "torch" else ")"))
         if args.config:
             cfg = load_config(args.config, args.set)
             if "sweep" in read_toml(args.config) and rank0:  # not an error: one point of a sweep is a common run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import math
 import tomllib
 import types
@@ -18,10 +19,11 @@ from typing import Any
 
 from llm.config import LLMConfig
 from synthetic.problem import ProblemConfig
+from theory_lab.algorithms import REGISTRY
 from theory_lab.errors import ConfigError
 from theory_lab.topology import TopologyConfig
+from theory_lab.update_rules import SERVER_OPTIMIZERS
 
-ALGORITHMS = ("centralized", "feddpo", "fedprox", "scaffold", "decdpo", "gradient_tracking")
 SCHEDULES = ("constant", "inverse", "inv_sqrt", "cosine")
 
 
@@ -64,9 +66,13 @@ class AlgorithmConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     state_policy: str = "keep"  # optimizer state at communication: keep / reset / average
+    server_opt: str = "sgd"     # server update rule on the averaged delta: sgd (FedAvg), avgm, adagrad, adam, yogi
+    server_momentum: float = 0.9                  # avgm's beta
+    server_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])   # adagrad / adam / yogi
+    server_eps: float = 1e-3                      # their tau (Reddi et al. 2021)
 
     def validate(self) -> None:
-        _check(self.name in ALGORITHMS, "algorithm.name", f"unknown algorithm {self.name!r}; known: {', '.join(ALGORITHMS)}")
+        _check(self.name in REGISTRY, "algorithm.name", f"unknown algorithm {self.name!r}; known: {', '.join(REGISTRY)}")
         _check(self.local_steps >= 1, "algorithm.local_steps", f"must be >= 1, got {self.local_steps}")
         _check(self.participation >= 0, "algorithm.participation", f"must be >= 0, got {self.participation}")
         _check(self.server_lr > 0, "algorithm.server_lr", f"must be > 0, got {self.server_lr}")
@@ -87,27 +93,31 @@ class AlgorithmConfig:
         _check(self.eps > 0, "algorithm.eps", "must be > 0")
         _check(self.state_policy in ("keep", "reset", "average"), "algorithm.state_policy",
                f"must be 'keep', 'reset' or 'average', got {self.state_policy!r}")
-        if self.name == "gradient_tracking":
-            _check(self.local_steps == 1, "algorithm.local_steps", "gradient_tracking communicates every step; use 1")
-        if self.name in ("scaffold", "gradient_tracking"):
-            _check(self.optimizer == "sgd", "algorithm.optimizer", f"{self.name} is defined for SGD; use 'sgd'")
-        if self.name == "fedprox":
-            _check(self.prox_mu > 0, "algorithm.prox_mu", "fedprox needs a proximal weight > 0")
-        else:
-            _check(self.prox_mu == 0, "algorithm.prox_mu", f"the proximal term belongs to fedprox, not {self.name}")
-        if self.name in ("scaffold", "gradient_tracking"):
-            _check(self.momentum == 0, "algorithm.momentum", f"{self.name} is implemented for plain SGD; use 0")
-        if self.q_max > 0:
-            _check(self.name in ("feddpo", "fedprox"), "algorithm.q_max", f"staleness is modelled for feddpo/fedprox, not {self.name}")
+        _check(self.server_opt in SERVER_OPTIMIZERS, "algorithm.server_opt",
+               f"unknown server optimizer {self.server_opt!r}; known: {', '.join(SERVER_OPTIMIZERS)}")
+        _check(0 <= self.server_momentum < 1, "algorithm.server_momentum", f"must be in [0, 1), got {self.server_momentum}")
+        _check(len(self.server_betas) == 2 and all(0 <= b < 1 for b in self.server_betas), "algorithm.server_betas",
+               f"must be two numbers in [0, 1), got {self.server_betas}")
+        _check(self.server_eps > 0, "algorithm.server_eps", "must be > 0")
+        algorithm = REGISTRY[self.name]
+        read = algorithm.fields_read(self)
+        for f in dataclasses.fields(self):   # a setting the algorithm does not read is an error, not a no-op
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.name not in read and getattr(self, f.name) != default:
+                raise ConfigError(f"algorithm.{f.name}", f"{self.name} does not read this setting (it reads "
+                                  f"{', '.join(sorted(read - {'name'}))}); remove it")
+        algorithm.check(self)
 
     @property
     def decentralized(self) -> bool:
-        return self.name in ("decdpo", "gradient_tracking")
+        """A gossip algorithm: it needs a topology."""
+        return REGISTRY[self.name].family == "gossip"
 
 
 @dataclass
 class ExperimentConfig:
     track: str = "synthetic"
+    plugins: list[str] = field(default_factory=list)   # modules imported first: they register algorithms
     run: RunConfig = field(default_factory=RunConfig)
     problem: ProblemConfig = field(default_factory=ProblemConfig)  # synthetic track
     llm: LLMConfig = field(default_factory=LLMConfig)              # LLM track
@@ -123,6 +133,11 @@ class ExperimentConfig:
         _check(s <= n, "algorithm.participation", f"S={s} exceeds n_clients={n}")
         if self.track == "llm":
             _check(len(self.run.seeds) == 1, "run.seeds", "the LLM track runs one seed per run; sweep over run.seeds")
+
+    @property
+    def algorithm_family(self) -> str:
+        """"centralized", "server" or "gossip": what the registered algorithm declares."""
+        return REGISTRY[self.algorithm.name].family
 
     @property
     def n_clients(self) -> int:
@@ -238,9 +253,23 @@ def build_config(data: dict, overrides: list[str] = ()) -> ExperimentConfig:
             raise ConfigError("--set track", f"this config is for the {track!r} track; use a config of "
                               f"the {value!r} track instead (configs/)")
         apply_override(data, path, value)
+    import_plugins(data.get("plugins", []))
     cfg = from_dict(ExperimentConfig, data)
     cfg.validate()
     return cfg
+
+
+def import_plugins(modules) -> None:
+    """Import the config's `plugins` (module names on sys.path), where new algorithms register
+    themselves (theory_lab.algorithms.register): a run in another process, e.g. a torchrun rank,
+    finds them through its config."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError("plugins", f"expected a list of module names, got {modules!r}")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError("plugins", f"cannot import {name!r}: {err}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:

@@ -9,9 +9,12 @@ keep (each client keeps its own), reset (zeros after each communication) or aver
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from theory_lab.config import AlgorithmConfig
+if TYPE_CHECKING:   # the config module imports the algorithms, which import this module
+    from theory_lab.config import AlgorithmConfig
 
 
 def _index(T: torch.Tensor, clients: torch.Tensor) -> torch.Tensor:
@@ -41,6 +44,13 @@ class Optimizer:
             self.state["exp_avg"] = torch.zeros(shape, dtype=dtype, device=device)
             self.state["exp_avg_sq"] = torch.zeros(shape, dtype=dtype, device=device)
             self.state["count"] = torch.zeros(shape[:2], dtype=dtype, device=device)
+
+    def state_dict(self, prefix: str = "opt.") -> dict[str, torch.Tensor]:
+        return {prefix + k: v for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "opt.") -> None:
+        for k, T in self.state.items():
+            T.copy_(state[prefix + k])
 
     @property
     def n_state_tensors(self) -> int:

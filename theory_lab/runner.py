@@ -47,10 +47,10 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
     columns = {
         "algorithm": a.name, "n_clients": n, "local_steps": a.local_steps,
         "participation": a.participation or n, "q_max": a.q_max, "stale_rule": a.stale_rule,
-        "topology": topology.name if topology else ("server" if a.name != "centralized" else "none"),
+        "topology": topology.name if topology else ("server" if cfg.algorithm_family == "server" else "none"),
         "spectral_gap": topology.spectrum().p if topology else math.nan,
         "lr": a.lr, "schedule": a.schedule, "optimizer": a.optimizer, "batch_size": a.batch_size,
-        "server_lr": a.server_lr, "prox_mu": a.prox_mu,
+        "server_lr": a.server_lr, "server_opt": a.server_opt, "prox_mu": a.prox_mu,
     }
     if cfg.track == "llm":
         m = cfg.llm

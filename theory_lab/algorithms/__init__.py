@@ -1,22 +1,13 @@
-"""The algorithms, written once for both tracks against the oracle / communicator interfaces."""
+"""The algorithms, written once for both tracks against the oracle / communicator interfaces.
+Importing this package registers the built-in ones (base.REGISTRY); see base.py for the contract
+of a new one."""
 
-from theory_lab.algorithms.base import Algorithm, RoundInfo
-from theory_lab.algorithms.centralized import Centralized
-from theory_lab.algorithms.decentralized import DecDPO, GradientTracking
-from theory_lab.algorithms.federated import FedDPO, Scaffold
-
-REGISTRY: dict[str, type[Algorithm]] = {
-    "centralized": Centralized,
-    "feddpo": FedDPO,
-    "fedprox": FedDPO,  # FedDPO with the proximal term algorithm.prox_mu > 0
-    "scaffold": Scaffold,
-    "decdpo": DecDPO,
-    "gradient_tracking": GradientTracking,
-}
+from theory_lab.algorithms import centralized, decentralized, federated  # noqa: F401  (registers them)
+from theory_lab.algorithms.base import REGISTRY, Algorithm, RoundInfo, register
 
 
 def make_algorithm(cfg, oracle, comm, gen, rounds: int, topology=None) -> Algorithm:
     return REGISTRY[cfg.name](cfg, oracle, comm, gen, rounds, topology)
 
 
-__all__ = ["Algorithm", "RoundInfo", "REGISTRY", "make_algorithm"]
+__all__ = ["Algorithm", "RoundInfo", "REGISTRY", "make_algorithm", "register"]

@@ -1,15 +1,48 @@
-"""What every algorithm shares: local SGD/AdamW steps against the oracle, the step-size clock,
-and the per-round record (consensus errors, bytes sent)."""
+"""What every algorithm shares, and the contract of a plug-in algorithm.
+
+An algorithm is one class, registered with `@register`, that declares:
+
+- `name` (what `algorithm.name` selects) and `family`: "centralized", "server" or "gossip" (a
+  gossip algorithm gets the topology's mixing matrices);
+- `reads`: the `[algorithm]` settings it reads beyond COMMON (a setting it does not read is a
+  configuration error naming the field, never silently ignored); `fields_read(cfg)` may refine
+  it (FedDPO reads server_betas only with an adaptive server optimizer);
+- `check(cfg)`: its own validation (one ConfigError naming the field);
+- `round(r)`, `model()`, `client_params()`, `bytes_per_round()`;
+- `state_dict()` / `load_state_dict()`: every tensor a resumed run needs, by name. Checkpoints
+  hold exactly this (plus the step clock `t` and the generator), nothing found by reflection.
+
+The registry is the one list: config validation, the runner's topology decision, predict and the
+figures ask it. A module outside the package registers its algorithms on import (config key
+`plugins`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from theory_lab.config import AlgorithmConfig
+from theory_lab.errors import ConfigError
 from theory_lab.optim import Optimizer
 from theory_lab.schedules import step_size
+
+if TYPE_CHECKING:
+    from theory_lab.config import AlgorithmConfig
+
+FAMILIES = ("centralized", "server", "gossip")
+COMMON = ("name", "lr", "schedule", "decay_steps", "batch_size")   # what every algorithm reads
+CLIENT_OPTIMIZER = ("optimizer", "momentum", "weight_decay", "betas", "eps", "state_policy")
+
+REGISTRY: dict[str, type["Algorithm"]] = {}
+
+
+def register(cls: type["Algorithm"]) -> type["Algorithm"]:
+    """Class decorator: make `cls` selectable as algorithm.name = cls.name."""
+    if cls.family not in FAMILIES:
+        raise ValueError(f"{cls.__name__}.family must be one of {FAMILIES}, got {cls.family!r}")
+    REGISTRY[cls.name] = cls
+    return cls
 
 
 @dataclass
@@ -22,6 +55,9 @@ class RoundInfo:
 class Algorithm:
     """Base: holds the oracle, communicator, optimizer and the generator for algorithm noise."""
 
+    name = ""
+    family = ""
+    reads: tuple[str, ...] = ()
     steps_per_round = 1
 
     def __init__(self, cfg: AlgorithmConfig, oracle, comm, gen: torch.Generator, rounds: int, topology=None):
@@ -30,6 +66,32 @@ class Algorithm:
         self.t = 0  # local steps taken: the clock of the step-size schedule
         self.itemsize = torch.empty((), dtype=oracle.dtype).element_size()
 
+    # ------------------------------------------------------------------ declaration
+    @classmethod
+    def fields_read(cls, cfg: AlgorithmConfig) -> set[str]:
+        return {*COMMON, *cls.reads}
+
+    @classmethod
+    def check(cls, cfg: AlgorithmConfig) -> None:
+        """Algorithm-specific validation (the fields it reads are already range-checked)."""
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from `state_dict()`'s tensors; a missing or unexpected name is an error."""
+        mine = self.state_dict()
+        missing, extra = mine.keys() - state.keys(), state.keys() - mine.keys()
+        if missing or extra:
+            raise ConfigError("--resume", f"the checkpoint does not match {self.name}'s state "
+                                          f"(missing {sorted(missing)}, unexpected {sorted(extra)})")
+        self._load(state)
+
+    def _load(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared mechanics
     def lr(self) -> float:
         cfg = self.cfg
         return step_size(cfg.schedule, cfg.lr, self.t, decay_steps=cfg.decay_steps,

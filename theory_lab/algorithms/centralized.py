@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import Algorithm, RoundInfo
+from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
 from theory_lab.optim import Optimizer
 
 
+@register
 class Centralized(Algorithm):
+    name, family = "centralized", "centralized"
+    reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: E, for E*b samples per client per round
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.oracle
@@ -25,6 +29,16 @@ class Centralized(Algorithm):
         self.t += 1
         zero = torch.zeros(o.n_seeds, dtype=o.dtype)
         return RoundInfo(zero, zero, 0)
+
+    def bytes_per_round(self) -> int:
+        return 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"theta": self.theta, **self.opt.state_dict()}
+
+    def _load(self, state) -> None:
+        self.theta = state["theta"].to(self.theta)
+        self.opt.load_state_dict(state)
 
     def model(self) -> torch.Tensor:
         return self.theta

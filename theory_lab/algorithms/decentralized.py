@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import Algorithm, RoundInfo
+from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
 from theory_lab.optim import Optimizer
 
 
+@register
 class DecDPO(Algorithm):
+    name, family = "decdpo", "gossip"
+    reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: tau, the gossip period
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o, cfg = self.oracle, self.cfg
@@ -39,6 +43,18 @@ class DecDPO(Algorithm):
         extra = self.opt.n_state_tensors if self.cfg.state_policy == "average" else 0
         return RoundInfo(pre, self.comm.consensus(self.X, self.model()), self.gossip_bytes(r, 1 + extra))
 
+    def bytes_per_round(self) -> int:
+        """Messages of the first round's graph (time-varying graphs: RoundInfo has each round's)."""
+        extra = self.opt.n_state_tensors if self.cfg.state_policy == "average" else 0
+        return self.gossip_bytes(0, 1 + extra)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"X": self.X, **self.opt.state_dict()}
+
+    def _load(self, state) -> None:
+        self.X = state["X"].to(self.X).clone()
+        self.opt.load_state_dict(state)
+
     def model(self) -> torch.Tensor:
         return self.comm.average(self.X, self.uniform)
 
@@ -46,9 +62,12 @@ class DecDPO(Algorithm):
         return self.X
 
 
+@register
 class GradientTracking(DecDPO):
     """x <- W(x - lr y);  y <- W y + g(x_new) - g(x_old): y tracks the average gradient, which
-    removes the heterogeneity term from the consensus error."""
+    removes the heterogeneity term from the consensus error. Plain SGD steps: no client optimizer."""
+    name = "gradient_tracking"
+    reads = ()   # communicates after every step (local_steps = 1), no optimizer settings
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,3 +88,12 @@ class GradientTracking(DecDPO):
         self.Y = self.comm.mix(self.Y, W) + g - self.g_prev
         self.g_prev = g
         return RoundInfo(pre, self.comm.consensus(self.X, self.model()), self.gossip_bytes(r, 2))
+
+    def bytes_per_round(self) -> int:
+        return self.gossip_bytes(0, 2)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"X": self.X, "Y": self.Y, "g_prev": self.g_prev}
+
+    def _load(self, state) -> None:
+        self.X, self.Y, self.g_prev = (state[k].to(self.X).clone() for k in ("X", "Y", "g_prev"))
