@@ -28,6 +28,8 @@ class Constants:
     zeta2: torch.Tensor         # [S] Σ_i w_i ‖∇f_i(θ*)‖²
     F0: torch.Tensor            # [S] f(θ_0) − f*
     newton_iters: int           # iterations the θ* solve took (diagnostic)
+    L_sample: torch.Tensor | None = None   # [S] smoothness of one pair's loss (≥ L_clients ≥ L)
+    mu_global: torch.Tensor | None = None  # [S] strong convexity of every client loss everywhere (l2; 0 if H > 1)
 
 
 def exact_constants(problem: SyntheticProblem, model=None) -> Constants:
@@ -56,7 +58,8 @@ def exact_constants(problem: SyntheticProblem, model=None) -> Constants:
         theta_star=theta_star, f_star=f_star, L=L, L_clients=L_clients, mu=mu,
         sigma2=(w * sigma2_clients).sum(-1), sigma2_clients=sigma2_clients,
         zeta2=(w * g_i.pow(2).sum(-1)).sum(-1),
-        F0=model.global_loss(problem.theta0) - f_star, newton_iters=iters)
+        F0=model.global_loss(problem.theta0) - f_star, newton_iters=iters,
+        L_sample=per_sample_smoothness(problem), mu_global=_global_strong_convexity(problem, L))
 
 
 def hessian_max_eig_at(model, theta: torch.Tensor) -> torch.Tensor:
@@ -86,6 +89,13 @@ def per_sample_smoothness(problem: SyntheticProblem) -> torch.Tensor:
         return _smoothness(problem, problem.client_weights)
     norms = problem.dphi.pow(2).sum(-1) * (problem.pair_weight > 0)
     return problem.beta**2 / 4 * norms.flatten(1).max(-1).values + problem.l2
+
+
+def _global_strong_convexity(problem: SyntheticProblem, like: torch.Tensor) -> torch.Tensor:
+    """[S]: inf over θ of λmin(∇²f_i), the μ the rate theorems assume. H = 1: the logistic weights
+    σ(h)σ(−h) → 0 as |h| → ∞, so only the ridge is left: l2. H > 1: the losses are non-convex: 0."""
+    value = problem.l2 if problem.visits is None else 0.0
+    return torch.full_like(like, float(value))
 
 
 def _smoothness(problem: SyntheticProblem, client_weights=None) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Tests of theory_lab.bounds: hand-computed values, monotonicity, and the leading-order floors
 against direct simulations / exact second-moment recursions of tiny quadratic problems."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -68,9 +69,12 @@ def test_drift_floor_exact_hand_computed():
 
 def test_staleness_hand_computed():
     assert bd.mean_delay(4) == 2.0 and bd.mean_delay(4, "fixed") == 4.0
-    # delta: 0.01 * (1 + eta E L qbar) = 0.01 * (1 + 0.1*1*2*2) ; model: 0.01 / (1 + 2)
+    # delta: 0.01 * (1 + eta E kappa qbar) = 0.01 * (1 + 0.1*1*2*2) ; model: 0.01 / (1 + 2) with many
+    # clients, 0.01 / (1 + 2 (1 - 1/4)) with 4 equal ones (random-delay fluctuation)
     assert bd.staleness_floor(0.1, 4, 0.01, 2.0) == pytest.approx(0.014)
     assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model") == pytest.approx(0.01 / 3)
+    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model", sum_w2=0.25) == pytest.approx(0.01 / 2.5)
+    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model", delay="fixed") == pytest.approx(0.01)
     assert bd.staleness_floor(0.1, 0, 0.01, 2.0) == pytest.approx(0.01)
     # stability limit: 2 sin(pi/2)/L = 2/L at q = 0 ; 2 sin(pi/6)/L = 1/L at q = 1
     assert bd.delayed_step_limit(2.0, 0) == pytest.approx(1.0)
@@ -127,10 +131,12 @@ def test_rate_bounds_hand_computed():
     # Koloskova tuned, strongly convex, T=10, tau=p=b=1: X = 1*(1 + 2) = 3, sn = 1
     #   L D2 e^{-mu T} + sn/(mu T) + L X/(mu^2 T^2) = 4 e^-5 + 0.2 + 3/25
     assert bd.koloskova_bound(10, c) == pytest.approx(4 * math.exp(-5) + 0.2 + 0.12)
-    # nonconvex, constant eta = 0.1: 2 F0/(eta T) + eta L sn + L^2 eta^2 X = 2 + 0.1 + 0.03
-    assert bd.koloskova_bound(10, c, eta=0.1, regime="nonconvex") == pytest.approx(2.13)
+    # nonconvex, constant eta = 0.1 (inside p/(c tau L) with c = 10): 2 F0/(eta T) + eta L sn + L^2 eta^2 X
+    #   = 2 + 0.1 + 0.03; with the theorem's c = 96 sqrt(3) the step is outside: NaN
+    assert bd.koloskova_bound(10, c, eta=0.1, regime="nonconvex", c_step=10) == pytest.approx(2.13)
+    assert math.isnan(bd.koloskova_bound(10, c, eta=0.1, regime="nonconvex"))
     # strongly convex constant step: mu D2 / (2((1 - 0.025)^-10 - 1)) + 0.1 + 0.03
-    assert bd.koloskova_bound(10, c, eta=0.1) == pytest.approx(2.0 / (2 * (0.975**-10 - 1)) + 0.13)
+    assert bd.koloskova_bound(10, c, eta=0.1, c_step=10) == pytest.approx(2.0 / (2 * (0.975**-10 - 1)) + 0.13)
     # minibatch nonconvex, R=4: L F0/R + sqrt(L F0 s/(n R)) = 0.25 + 0.5
     assert bd.minibatch_sgd_bound(4, c, regime="nonconvex") == pytest.approx(0.75)
     # Li et al.: E=2, R=5 (T=10), G2 = 1+2 = 3, Gamma = 1, kappa = 2, gamma = 16,
@@ -386,13 +392,19 @@ def test_staleness_floor_matches_exact_delay_models():
         Fq = h * _delay_variance(coefs, gamma) / 2
         assert (Fq - F0) / (base * gamma * h * q) == pytest.approx(1.0, rel=0.05)
         assert Fq == pytest.approx(bd.staleness_floor(gamma, q, base, h, delay="fixed"), rel=0.01)
-        # model rule, half the clients fresh and half q rounds stale: mean delay q/2
+        assert Fq == pytest.approx(h / 2 * gamma**2 * bd.delayed_variance(1.0, -gamma * h, np.eye(q + 1)[q],
+                                                                          np.zeros((q + 1, q + 1))), rel=1e-9)
+        # model rule, half the clients fresh and half q rounds stale, a fixed pattern: the slow mode
+        # relaxes 1 + q/2 times slower, so the floor is base / (1 + q/2) to leading order
         coefs = np.zeros(q + 1)
         coefs[0] += 0.5 * (1 - gamma * h)
         coefs[q] += 0.5 * (1 - gamma * h)
         Fm = h * _delay_variance(coefs, gamma) / 2
-        pred = bd.staleness_floor(gamma, q / 2, base, h, rule="model", delay="fixed")
-        assert Fm == pytest.approx(pred, rel=0.05)
+        assert Fm == pytest.approx(base / (1 + q / 2), rel=0.05)
+        half = np.zeros(q + 1)
+        half[[0, q]] = 0.5
+        assert Fm == pytest.approx(h / 2 * gamma**2 * bd.delayed_variance(0.0, 1 - gamma * h, half, 0 * np.eye(q + 1)),
+                                   rel=1e-9)
     # model rule with all clients equally stale: the q+1 interleaved chains decouple, no change
     coefs = np.zeros(4)
     coefs[3] = 1 - gamma * h
@@ -408,3 +420,57 @@ def test_constants_from_exact_duck_typed():
     c = Constants.from_exact(ex, replica=1)
     got = (c.L, c.mu, c.sigma2, c.zeta2, c.F0, c.n, c.l_max)
     assert got == pytest.approx((3.0, 0.2, 1.5, 0.4, 0.6, 2, 4.0))
+
+
+# ------------------------------------------------------------------ theorem-faithful constants
+
+# per-sample L_sample = 4 > client L_max = 2 > global L = 1; global mu_global = 0.1 < mu(theta*) = 0.5
+C3 = Constants(L=1.0, mu=0.5, sigma2=2.0, zeta2=1.0, F0=1.0, n=2, D2=4.0, L_max=2.0, L_sample=4.0, mu_global=0.1)
+
+
+def test_koloskova_uses_per_sample_L_global_mu_and_tau_over_p():
+    # tuned strongly convex, T = 100, tau = 2, p = 0.5, b = 1: X = 2 (2 + 1) = 6, sn = 1
+    #   (L tau/p) D2 exp(-mu p T/(L tau)) + sn/(mu T) + L X/(mu^2 p^2 T^2)
+    #   = (4*2/0.5)*4*exp(-0.1*0.5*100/8) + 1/10 + 4*6/(0.01*0.25*1e4)
+    want = 16 * 4 * math.exp(-0.625) + 0.1 + 24 / 25
+    assert bd.koloskova_bound(100, C3, tau=2, p=0.5) == pytest.approx(want)
+    # the tau/p factor multiplies the transient alone: x16 here against the former L D2 exp(.)
+    no_noise = dataclasses.replace(C3, sigma2=0.0, zeta2=0.0)
+    assert bd.koloskova_bound(100, no_noise, tau=2, p=0.5) / (4 * 4 * math.exp(-0.625)) == pytest.approx(4.0)
+    # step condition with L_sample: p / (c tau L) = 0.5 / (c * 2 * 4)
+    limit = 0.5 / (bd.KOLOSKOVA_C_STEP * 8)
+    assert bd.koloskova_step_limit(C3, tau=2, p=0.5) == pytest.approx(limit)
+    assert np.isfinite(bd.koloskova_bound(100, C3, tau=2, p=0.5, eta=limit))
+    assert math.isnan(bd.koloskova_bound(100, C3, tau=2, p=0.5, eta=1.01 * limit))
+    # constant step, strongly convex, with mu_global = 0.1 and L = 4: trans + eta sn + L eta^2 X / p^2
+    eta = 1e-4
+    trans = 0.1 * 4 / (2 * ((1 - 0.1 * eta / 2) ** -200 - 1))
+    got = bd.koloskova_bound(200, C3, tau=2, p=0.5, eta=eta)
+    assert got == pytest.approx(trans + eta * 1 + 4 * eta**2 * 6 / 0.25)
+
+
+def test_li_uses_client_L_and_global_mu():
+    # kappa = L_max / mu_global = 20, gamma = 160; E = 2, R = 5 (T = 10); G2 = 1 + 2 = 3,
+    # Gamma = zeta2/(2 mu_g) = 5; B = 2/2 + 6*2*5 + 8*3 = 85, C = 0
+    #   20/169 * (2*85/0.1 + 0.1*160*4/2)
+    assert bd.fedavg_li_bound(5, C3, E=2) == pytest.approx(20 / 169 * (1700 + 32))
+
+
+def test_other_bounds_use_the_constants_their_theorems_assume():
+    # SCAFFOLD (client L, global mu): s/(mu R E S) + mu D2 exp(-min(S/(30n), mu/(162 L)) R)
+    assert bd.scaffold_bound(10, C3, E=2, S=1) == pytest.approx(2 / (0.1 * 20) + 0.4 * math.exp(-0.1 / 324 * 10))
+    # minibatch SGD (per-sample L, global mu): L D2 exp(-mu R/L) + s/(mu n E R)
+    assert bd.minibatch_sgd_bound(10, C3) == pytest.approx(16 * math.exp(-0.25) + 2 / (0.1 * 2 * 10))
+    # D2 defaults to 2 F0 / mu_global, the bound strong convexity gives everywhere
+    assert dataclasses.replace(C3, D2=None).dist2 == pytest.approx(20.0)
+    with pytest.raises(ConfigError):
+        Constants(L=1.0, mu=0.5, sigma2=0.0, zeta2=0.0, F0=1.0, n=2, L_max=2.0, L_sample=1.5)
+    with pytest.raises(ConfigError):
+        Constants(L=1.0, mu=0.5, sigma2=0.0, zeta2=0.0, F0=1.0, n=2, mu_global=0.6)
+
+
+def test_constants_from_manifest_carry_sample_L_and_global_mu():
+    consts = {"L": [1.0], "mu": [0.5], "sigma2": [2.0], "zeta2": [1.0], "F0": [1.0],
+              "L_clients": [[2.0, 1.5]], "L_sample": [4.0], "mu_global": [0.1]}
+    c = Constants.from_exact(consts, 0, D2=4.0)
+    assert (c.L, c.l_max, c.l_sample, c.mu, c.mu_g, c.n) == (1.0, 2.0, 4.0, 0.5, 0.1, 2)

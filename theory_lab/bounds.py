@@ -4,8 +4,8 @@ Every function takes plain numbers or numpy arrays (broadcast together) and retu
 scalar input, an array otherwise. Derivations, assumptions and sources: `docs/theory.md` (section
 numbers below refer to it). Notation (one replica of the synthetic problem):
 
-    L       smoothness of f (global); L_max = max_i L_i (clients)
-    mu      strong convexity of f at theta* (may be 0)
+    L       smoothness of f (global); L_max = max_i L_i (clients); L_sample: of one sample's loss
+    mu      strong convexity of f at theta* (may be 0); mu_global: of every client loss everywhere
     sigma2  per-sample gradient variance at theta*, averaged over clients; batch b gives sigma2/b
     zeta2   sum_i w_i ||grad f_i(theta*)||^2 (heterogeneity at the optimum)
     F0      f(theta_0) - f*;  D2 = ||theta_0 - theta*||^2
@@ -48,8 +48,14 @@ _REGIMES = ("strongly_convex", "convex", "nonconvex")
 class Constants:
     """Exact constants of one replica (computed by `synthetic/constants.py`).
 
-    `L_max` (largest client smoothness) defaults to `L`; `D2` (= ||theta_0 - theta*||^2) defaults to
-    the strong-convexity bound 2 F0 / mu (inf when mu = 0).
+    Three smoothness constants, L <= L_max <= L_sample, because the theorems assume different ones:
+    `L` of f (global), `L_max` = max_i L_i of the client losses (Li et al. 2020, Karimireddy et al.
+    2020), `L_sample` of a single sample's loss (Koloskova et al. 2020, Assumption 1; Woodworth et al.
+    2020). Two strong-convexity constants: `mu` = lambda_min(hess f(theta*)) (local: the floors) and
+    `mu_global`, the strong convexity every client loss has everywhere (the theorems; the l2 weight
+    on the DPO problem, whose logistic curvature vanishes far from theta*).
+    Defaults: L_max = L, L_sample = L_max, mu_global = mu; D2 (= ||theta_0 - theta*||^2) defaults to
+    the strong-convexity bound 2 F0 / mu_global (inf when it is 0).
     """
 
     L: float
@@ -60,6 +66,8 @@ class Constants:
     n: int
     L_max: float | None = None
     D2: float | None = None
+    L_sample: float | None = None
+    mu_global: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("L", "mu", "sigma2", "zeta2", "F0"):
@@ -76,29 +84,48 @@ class Constants:
             raise ConfigError("constants.L_max", f"must be >= L = {self.L}, got {self.L_max!r}")
         if self.D2 is not None and not self.D2 >= 0:
             raise ConfigError("constants.D2", f"must be >= 0, got {self.D2!r}")
+        if self.L_sample is not None and not self.L_sample >= self.l_max:
+            raise ConfigError("constants.L_sample", f"must be >= L_max = {self.l_max}, got {self.L_sample!r}")
+        if self.mu_global is not None and not 0 <= self.mu_global <= self.mu:
+            raise ConfigError("constants.mu_global", f"must lie in [0, mu = {self.mu}], got {self.mu_global!r}")
 
     @classmethod
     def from_exact(cls, exact, replica: int = 0, D2: float | None = None) -> "Constants":
-        """From `synthetic.constants.Constants` (tensors over replicas): one replica's numbers,
-        with L_max = max_i L_i."""
+        """From `synthetic.constants.Constants` (tensors, or lists as in a run manifest, over
+        replicas): one replica's numbers, with L_max = max_i L_i, and L_sample, mu_global where the
+        exact constants carry them."""
         def num(x, *idx):
-            v = x[idx] if idx else x
-            return float(v.item() if hasattr(v, "item") else v)
+            v = np.asarray(x, dtype=float)
+            return float(v[idx] if idx else v)
 
-        return cls(L=num(exact.L, replica), mu=max(num(exact.mu, replica), 0.0),
-                   sigma2=num(exact.sigma2, replica), zeta2=num(exact.zeta2, replica),
-                   F0=max(num(exact.F0, replica), 0.0), n=int(exact.L_clients.shape[-1]),
-                   L_max=max(num(exact.L_clients[replica].max()), num(exact.L, replica)), D2=D2)
+        def get(name):
+            return exact.get(name) if isinstance(exact, dict) else getattr(exact, name, None)
+
+        L, mu = num(get("L"), replica), max(num(get("mu"), replica), 0.0)
+        L_max = max(float(np.max(np.asarray(get("L_clients"), dtype=float)[replica])), L)
+        Ls, mg = get("L_sample"), get("mu_global")
+        return cls(L=L, mu=mu, sigma2=num(get("sigma2"), replica), zeta2=num(get("zeta2"), replica),
+                   F0=max(num(get("F0"), replica), 0.0), n=int(np.shape(get("L_clients"))[-1]), L_max=L_max,
+                   D2=D2, L_sample=None if Ls is None else max(num(Ls, replica), L_max),
+                   mu_global=None if mg is None else min(max(num(mg, replica), 0.0), mu))
 
     @property
     def l_max(self) -> float:
         return self.L if self.L_max is None else float(self.L_max)
 
     @property
+    def l_sample(self) -> float:
+        return self.l_max if self.L_sample is None else float(self.L_sample)
+
+    @property
+    def mu_g(self) -> float:
+        return self.mu if self.mu_global is None else float(self.mu_global)
+
+    @property
     def dist2(self) -> float:
         if self.D2 is not None:
             return float(self.D2)
-        return 2.0 * self.F0 / self.mu if self.mu > 0 else math.inf
+        return 2.0 * self.F0 / self.mu_g if self.mu_g > 0 else math.inf
 
 
 def _ret(x) -> ArrayLike:
@@ -324,6 +351,15 @@ def delayed_variance(c: float, k: float, lag_mean, lag_cov) -> float:
     with random lag weights pi (fresh every round, mean `lag_mean`, covariance `lag_cov`) and white
     noise nu of variance 1, both independent of the past (theory.md 3.4).
 
+    Parameters
+    ----------
+    c, k : coefficients of one round (`_stale_coefficients`)
+    lag_mean, lag_cov : [q + 1] and [q + 1, q + 1] moments of pi (`lag_weight_moments`)
+
+    Returns
+    -------
+    float : the stationary E x^2 for unit noise; inf when not mean-square stable.
+
     With z_t = (x_t, ..., x_{t-q}) and A-bar the companion matrix of the mean coefficients
     a = c e_0 + k p, the stationary second moment S solves
         S = A-bar S A-bar^T + e_0 e_0^T (1 + k^2 tr(Cov(pi) S)),
@@ -421,17 +457,21 @@ def noise_curvature(hessian, noise_cov) -> float:
     return float(np.trace(H @ C) / np.trace(C))
 
 
-def staleness_model_factor(q_max, sum_w2, *, eta_g=1.0, delay="uniform", small=1e-7) -> float:
+def staleness_model_factor(q_max, sum_w2, *, eta_g=1.0, delay="uniform", small=1e-8) -> float:
     """Leading-order factor floor(q_max) / floor(0) of the model-average rule (eta L -> 0).
 
     Lagging models slow the mean (a factor 1/(1 + q_bar) for eta_g = 1), and the random lag weights
     add a fluctuation that grows with q_max and with sum_i w_i^2 (1/S for S equal participants):
     1/(1 - k^2 tr(Cov(pi) S_0)) of `delayed_variance`, which stays finite as eta h -> 0. Computed
     as the ratio of `delayed_variance` at eta h = `small`; relative error O(small).
+    For eta_g = 1 and uniform delays it equals 1 / (1 + q_bar (1 - sum_w2)) (found from this
+    computation and checked to 1e-6 in tests/test_staleness_exact.py; q_bar = q_max / 2).
     All clients equally late (delay='fixed') give exactly 1: the q + 1 interleaved chains decouple.
 
     >>> round(staleness_model_factor(2, 0.0), 4)    # infinitely many clients: 1 / (1 + 1)
     0.5
+    >>> round(staleness_model_factor(4, 1 / 8), 4)  # 8 equal clients: 1 / (1 + 2 * 7/8)
+    0.3636
     """
     p, cov = lag_weight_moments(q_max, [1.0], delay)
     c, k = _stale_coefficients("model", 1.0 - small, eta_g)
@@ -638,23 +678,45 @@ def _pow(x, a):
     return np.power(np.maximum(x, 0.0), a)
 
 
+KOLOSKOVA_C_STEP = 96.0 * math.sqrt(3.0)
+"""c in Koloskova et al. 2020's constant-step condition eta <= p / (c tau L): our reading of the
+consensus lemma of the appendix (uncertain: not re-derived here); a larger c only admits fewer runs."""
+
+
+def koloskova_step_limit(c: Constants, *, tau=1, p=1.0, c_step=KOLOSKOVA_C_STEP) -> ArrayLike:
+    """Largest constant step for which Koloskova et al. 2020, Thm 2 holds: p / (c_step tau L_sample).
+
+    L is the per-sample smoothness the theorem assumes (`Constants.l_sample`). A run with a larger
+    step is outside the theorem: the bound says nothing about it.
+
+    >>> koloskova_step_limit(Constants(L=1.0, mu=0.5, sigma2=1.0, zeta2=1.0, F0=1.0, n=2, L_sample=2.0),
+    ...                      tau=2, p=0.5, c_step=4.0)
+    0.03125
+    """
+    return _ret(_div(p, c_step * np.asarray(tau, dtype=float) * c.l_sample))
+
+
 def koloskova_bound(T, c: Constants, *, tau=1, p=1.0, b=1, eta=None, regime="strongly_convex",
-                    n_eff=None, extra_variance=0.0, const=1.0) -> ArrayLike:
+                    n_eff=None, extra_variance=0.0, const=1.0, c_step=KOLOSKOVA_C_STEP) -> ArrayLike:
     """Koloskova, Loizou, Boreiri, Jaggi, Stich 2020 (ICML), Theorem 2, after T local iterations.
 
     Covers local SGD / FedAvg (p = 1, tau = E) and D-PSGD with gossip every tau steps (p = 1 - rho^2).
+    Constants as the theorem assumes them: L = `c.l_sample` (Assumption 1: every sample's loss
+    F_i(., xi) is L-smooth), mu = `c.mu_g` (every f_i mu-strongly convex everywhere: the l2 weight
+    here, not lambda_min at theta*), sigma2 and zeta2 at x*, D2 = ||x_0 - x*||^2.
     With s = sigma2/b, sn = s / n_eff + extra_variance, X = tau (tau zeta2 + p s):
       tuned step (eta=None):
-        strongly convex: L D2 exp(-mu p T / (L tau)) + sn / (mu T) + const L X / (mu^2 p^2 T^2)
+        strongly convex: (L tau / p) D2 exp(-mu p T / (L tau)) + sn / (mu T) + const L X / (mu^2 p^2 T^2)
         convex:          sqrt(sn D2 / T) + (const sqrt(L X) D2 / (p T))^(2/3) + L tau D2 / (p T)
         nonconvex:       sqrt(L F0 sn / T) + (const L F0 sqrt(X) / (p T))^(2/3) + L tau F0 / (p T)
             (mean ||grad f(theta_bar_t)||^2; zeta2 at theta* stands in for the paper's uniform zeta-hat)
-      constant step eta <= p / (c L tau):
+      constant step eta <= p / (c_step L tau) (`koloskova_step_limit`; NaN above it: outside the theorem):
         (strongly) convex: mu D2 / (2((1 - mu eta/2)^-T - 1)) + eta sn + const L eta^2 X / p^2
                           (-> D2/(eta T) as mu -> 0; weighted average of E f(theta_bar_t) - f*)
         nonconvex:         2 F0 / (eta T) + eta L sn + const L^2 eta^2 X / p^2
     Uncertain constant: the theorem is stated in O~(.); all hidden constants are 1 here except the
-    standard SGD terms; checked numerically in the claim registry (bound-validity).
+    standard SGD terms, and c_step is our reading; checked numerically in the claim registry
+    (bound-validity).
     """
     _check_regime(regime)
     T = np.asarray(T, dtype=float)
@@ -663,12 +725,12 @@ def koloskova_bound(T, c: Constants, *, tau=1, p=1.0, b=1, eta=None, regime="str
     n_avg = c.n if n_eff is None else np.asarray(n_eff, dtype=float)
     sn = s / n_avg + np.asarray(extra_variance, dtype=float)
     X = tau * (tau * c.zeta2 + p * s)
-    L, mu, D2, F0 = c.L, c.mu, c.dist2, c.F0
+    L, mu, D2, F0 = c.l_sample, c.mu_g, c.dist2, c.F0
     if regime == "strongly_convex" and mu <= 0:
         raise ConfigError("constants.mu", "strongly convex bound needs mu > 0")
     if eta is None:
         if regime == "strongly_convex":
-            out = (L * D2 * np.exp(-mu * p * T / (L * tau)) + sn / (mu * T)
+            out = (L * tau / p * D2 * np.exp(-mu * p * T / (L * tau)) + sn / (mu * T)
                    + const * L * X / (mu**2 * p**2 * T**2))
         elif regime == "convex":
             out = (np.sqrt(sn * D2 / T) + _pow(const * np.sqrt(L * X) * D2 / (p * T), 2 / 3)
@@ -679,33 +741,39 @@ def koloskova_bound(T, c: Constants, *, tau=1, p=1.0, b=1, eta=None, regime="str
         return _ret(out)
     e = np.asarray(eta, dtype=float)
     if regime == "nonconvex":
-        return _ret(2.0 * F0 / (e * T) + e * L * sn + const * L**2 * e**2 * X / p**2)
-    if regime == "strongly_convex":
-        a = mu * e / 2.0
-        with np.errstate(over="ignore"):
-            grow = np.expm1(-T * np.log1p(-a))
-        trans = mu * D2 / (2.0 * grow)
+        out = 2.0 * F0 / (e * T) + e * L * sn + const * L**2 * e**2 * X / p**2
     else:
-        trans = D2 / (e * T)
-    return _ret(trans + e * sn + const * L * e**2 * X / p**2)
+        if regime == "strongly_convex":
+            a = mu * e / 2.0
+            with np.errstate(over="ignore"):
+                grow = np.expm1(-T * np.log1p(-a))
+            trans = mu * D2 / (2.0 * grow)
+        else:
+            trans = D2 / (e * T)
+        out = trans + e * sn + const * L * e**2 * X / p**2
+    inside = e <= koloskova_step_limit(c, tau=tau, p=p, c_step=c_step) * (1 + 1e-12)
+    return _ret(np.where(inside, out, np.nan))
 
 
-def feddpo_bound(R, c: Constants, *, E=1, S=None, b=1, eta=None, regime="strongly_convex", const=1.0):
+def feddpo_bound(R, c: Constants, *, E=1, S=None, b=1, eta=None, regime="strongly_convex", const=1.0,
+                 c_step=KOLOSKOVA_C_STEP):
     """FedDPO (FedAvg, server step 1) after R rounds: Koloskova et al. 2020 Thm 2 with tau = E, p = 1,
     the noise term over the S participants, and the partial-participation variance
     E zeta2 (n-S)/(S(n-1)) added to it, as in Karimireddy et al. 2020 Thm I
-    (M^2 = sigma^2 + K (1 - S/N) G^2). Uncertain constant: see `koloskova_bound`."""
+    (M^2 = sigma^2 + K (1 - S/N) G^2). Constants, step condition (NaN outside it) and uncertain
+    constants: see `koloskova_bound`."""
     S = c.n if S is None else S
     extra = np.asarray(E, dtype=float) * c.zeta2 * _sampling_factor(S, c.n)
     return koloskova_bound(np.asarray(R, dtype=float) * np.asarray(E, dtype=float), c, tau=E, p=1.0, b=b,
-                           eta=eta, regime=regime, n_eff=S, extra_variance=extra, const=const)
+                           eta=eta, regime=regime, n_eff=S, extra_variance=extra, const=const, c_step=c_step)
 
 
-def decdpo_bound(R, c: Constants, *, p, tau=1, b=1, eta=None, regime="strongly_convex", const=1.0):
+def decdpo_bound(R, c: Constants, *, p, tau=1, b=1, eta=None, regime="strongly_convex", const=1.0,
+                 c_step=KOLOSKOVA_C_STEP):
     """DecDPO / D-PSGD after R gossip rounds (tau local steps each): Koloskova et al. 2020 Thm 2.
     Time to epsilon grows like 1/p when the heterogeneity term dominates. See `koloskova_bound`."""
     return koloskova_bound(np.asarray(R, dtype=float) * np.asarray(tau, dtype=float), c, tau=tau, p=p, b=b,
-                           eta=eta, regime=regime, const=const)
+                           eta=eta, regime=regime, const=const, c_step=c_step)
 
 
 def fedavg_li_bound(R, c: Constants, *, E=1, S=None, b=1, G2=None, Gamma=None) -> ArrayLike:
@@ -715,22 +783,27 @@ def fedavg_li_bound(R, c: Constants, *, E=1, S=None, b=1, G2=None, Gamma=None) -
         E f(theta_T) - f* <= kappa / (gamma + T - 1) * (2 (B + C) / mu + mu gamma D2 / 2)
         B = sigma2 / (n b) + 6 L Gamma + 8 (E-1)^2 G2,  C = 4 E^2 G2 (n-S) / (S (n-1))
 
-    (uniform weights; C for sampling without replacement, C = 0 for S = n.) Assumptions of the paper
-    not available exactly here: G2 >= E||grad F_i(theta, xi)||^2 along the run, Gamma = f* - sum w_i f_i*.
-    Defaults (uncertain, lower proxies): G2 = zeta2 + sigma2/b (its value at theta*), Gamma = zeta2/(2 mu).
+    Constants as the theorem assumes them: L = `c.l_max` (Assumption 1: every client loss F_k is
+    L-smooth), mu = `c.mu_g` (Assumption 2: every F_k mu-strongly convex everywhere). The step-size
+    condition (eta_0 <= 1/(4L)) is built into the schedule: the bound applies only to runs with it.
+    (Uniform weights; C for sampling without replacement, C = 0 for S = n.) Assumptions of the paper
+    not available exactly here: G2 >= E||grad F_i(theta, xi)||^2 along the run (default, a lower
+    proxy: zeta2 + sigma2/b, its value at theta*: uncertain) and Gamma = f* - sum w_i f_i*
+    (default zeta2/(2 mu), an upper bound since f_i* >= f_i(theta*) - ||g_i||^2/(2 mu)).
     """
-    if c.mu <= 0:
+    L, mu = c.l_max, c.mu_g
+    if mu <= 0:
         raise ConfigError("constants.mu", "Li et al. 2020 needs mu > 0")
     S = c.n if S is None else S
     G2 = c.zeta2 + c.sigma2 / b if G2 is None else G2
-    Gamma = c.zeta2 / (2.0 * c.mu) if Gamma is None else Gamma
+    Gamma = c.zeta2 / (2.0 * mu) if Gamma is None else Gamma
     E_ = np.asarray(E, dtype=float)
-    kappa = c.L / c.mu
+    kappa = L / mu
     gamma = np.maximum(8.0 * kappa, E_)
     T = np.asarray(R, dtype=float) * E_
-    Bt = c.sigma2 / (c.n * b) + 6.0 * c.L * Gamma + 8.0 * (E_ - 1.0) ** 2 * G2
+    Bt = c.sigma2 / (c.n * b) + 6.0 * L * Gamma + 8.0 * (E_ - 1.0) ** 2 * G2
     Ct = 4.0 * E_**2 * G2 * _sampling_factor(S, c.n)
-    return _ret(kappa / (gamma + T - 1.0) * (2.0 * (Bt + Ct) / c.mu + c.mu * gamma * c.dist2 / 2.0))
+    return _ret(kappa / (gamma + T - 1.0) * (2.0 * (Bt + Ct) / mu + mu * gamma * c.dist2 / 2.0))
 
 
 def scaffold_bound(R, c: Constants, *, E=1, S=None, b=1, regime="strongly_convex", const=1.0):
@@ -740,17 +813,18 @@ def scaffold_bound(R, c: Constants, *, E=1, S=None, b=1, regime="strongly_convex
         convex:          sqrt(s D2 / (R E S)) + sqrt(n/S) L D2 / R
     with s = sigma2/b. No zeta2 term: control variates remove client drift (claim scaffold-no-drift).
     Uncertain constant: O~(.) constants set to `const` = 1 (the 30 and 162 are as we read Thm III).
+    Constants: L = c.l_max (every f_i beta-smooth), mu = c.mu_g (every f_i mu-convex).
     """
     _check_regime(regime)
     S = c.n if S is None else S
     R, E_, S_ = (np.asarray(x, dtype=float) for x in (R, E, S))
-    s = c.sigma2 / b
+    s, L, mu = c.sigma2 / b, c.l_max, c.mu_g
     if regime == "strongly_convex":
-        rate = np.minimum(S_ / (30.0 * c.n), c.mu / (162.0 * c.L))
-        return _ret(const * s / (c.mu * R * E_ * S_) + c.mu * c.dist2 * np.exp(-rate * R))
+        rate = np.minimum(S_ / (30.0 * c.n), mu / (162.0 * L))
+        return _ret(const * s / (mu * R * E_ * S_) + mu * c.dist2 * np.exp(-rate * R))
     if regime == "nonconvex":
-        return _ret(np.sqrt(c.L * c.F0 * s / (R * E_ * S_)) + const * (c.n / S_) ** (2 / 3) * c.L * c.F0 / R)
-    return _ret(np.sqrt(s * c.dist2 / (R * E_ * S_)) + const * np.sqrt(c.n / S_) * c.L * c.dist2 / R)
+        return _ret(np.sqrt(L * c.F0 * s / (R * E_ * S_)) + const * (c.n / S_) ** (2 / 3) * L * c.F0 / R)
+    return _ret(np.sqrt(s * c.dist2 / (R * E_ * S_)) + const * np.sqrt(c.n / S_) * L * c.dist2 / R)
 
 
 def gradient_tracking_bound(R, c: Constants, *, p, c_w=1.0, b=1, regime="strongly_convex", const=1.0):
@@ -762,32 +836,34 @@ def gradient_tracking_bound(R, c: Constants, *, p, c_w=1.0, b=1, regime="strongl
         convex:          sqrt(s D2 / (n R)) + (const sqrt(L s) D2 / (c_w sqrt(p) R))^(2/3) + L D2 / (p c_w R)
     with s = sigma2/b. No zeta2 term (claim gt-no-heterogeneity). Uncertain constant: O~(.) constants
     set to 1 and the definition of c_w as we read it; checked numerically in the claim registry.
+    Constants: L = c.l_max (every f_i L-smooth), mu = c.mu_g (every f_i mu-strongly convex).
     """
     _check_regime(regime)
     R, p = np.asarray(R, dtype=float), np.asarray(p, dtype=float)
-    s = c.sigma2 / b
+    s, L, mu = c.sigma2 / b, c.l_max, c.mu_g
     if regime == "strongly_convex":
-        return _ret(c.L * c.dist2 * np.exp(-c.mu * p * c_w * R / c.L) + s / (c.n * c.mu * R)
-                    + const * c.L * s / (c.mu**2 * c_w**2 * p * R**2))
+        return _ret(L * c.dist2 * np.exp(-mu * p * c_w * R / L) + s / (c.n * mu * R)
+                    + const * L * s / (mu**2 * c_w**2 * p * R**2))
     A = c.F0 if regime == "nonconvex" else c.dist2
-    lead = np.sqrt(c.L * A * s / (c.n * R)) if regime == "nonconvex" else np.sqrt(s * A / (c.n * R))
-    mid = (c.L * A * np.sqrt(s) if regime == "nonconvex" else np.sqrt(c.L * s) * A) / (c_w * np.sqrt(p) * R)
-    return _ret(lead + _pow(const * mid, 2 / 3) + c.L * A / (p * c_w * R))
+    lead = np.sqrt(L * A * s / (c.n * R)) if regime == "nonconvex" else np.sqrt(s * A / (c.n * R))
+    mid = (L * A * np.sqrt(s) if regime == "nonconvex" else np.sqrt(L * s) * A) / (c_w * np.sqrt(p) * R)
+    return _ret(lead + _pow(const * mid, 2 / 3) + L * A / (p * c_w * R))
 
 
 def minibatch_sgd_bound(R, c: Constants, *, E=1, b=1, regime="strongly_convex") -> ArrayLike:
     """Minibatch SGD with the same compute (batch n E b per round), the baseline of Woodworth, Patel,
     Srebro 2020 (NeurIPS) section 3 (standard SGD bounds, up to constants):
         strongly convex: L D2 exp(-mu R / L) + s / (mu n E R);  convex: L D2 / R + sqrt(s D2 / (n E R));
-        nonconvex: L F0 / R + sqrt(L F0 s / (n E R)),  s = sigma2 / b."""
+        nonconvex: L F0 / R + sqrt(L F0 s / (n E R)),  s = sigma2 / b.
+    Constants: L = c.l_sample (per-sample smoothness: sigma2 at the optimum), mu = c.mu_g."""
     _check_regime(regime)
     R, E_ = np.asarray(R, dtype=float), np.asarray(E, dtype=float)
-    s = c.sigma2 / b
+    s, L, mu = c.sigma2 / b, c.l_sample, c.mu_g
     if regime == "strongly_convex":
-        return _ret(c.L * c.dist2 * np.exp(-c.mu * R / c.L) + s / (c.mu * c.n * E_ * R))
+        return _ret(L * c.dist2 * np.exp(-mu * R / L) + s / (mu * c.n * E_ * R))
     if regime == "convex":
-        return _ret(c.L * c.dist2 / R + np.sqrt(s * c.dist2 / (c.n * E_ * R)))
-    return _ret(c.L * c.F0 / R + np.sqrt(c.L * c.F0 * s / (c.n * E_ * R)))
+        return _ret(L * c.dist2 / R + np.sqrt(s * c.dist2 / (c.n * E_ * R)))
+    return _ret(L * c.F0 / R + np.sqrt(L * c.F0 * s / (c.n * E_ * R)))
 
 
 def local_sgd_woodworth_bound(R, c: Constants, *, E=1, b=1, regime="strongly_convex") -> ArrayLike:
@@ -796,14 +872,15 @@ def local_sgd_woodworth_bound(R, c: Constants, *, E=1, b=1, regime="strongly_con
         convex: L D2/(E R) + sqrt(s D2/(n E R)) + (L s D2^2)^(1/3)/(E^(1/3) R^(2/3))
                 + (L zeta2 D2^2)^(1/3)/R^(2/3)
         strongly convex: L D2 exp(-mu E R / L) + s/(mu n E R) + L s/(mu^2 E R^2) + L zeta2/(mu^2 R^2)
-    Uncertain constant: all set to 1."""
+    Uncertain constant: all set to 1.
+    Constants: L = c.l_sample (every sample's loss H-smooth and convex), mu = c.mu_g."""
     if regime == "nonconvex":
         raise ConfigError("regime", "Woodworth et al. 2020 is stated for convex objectives")
     _check_regime(regime)
     R, E_ = np.asarray(R, dtype=float), np.asarray(E, dtype=float)
-    s, L, D2, z = c.sigma2 / b, c.L, c.dist2, c.zeta2
+    s, L, D2, z = c.sigma2 / b, c.l_sample, c.dist2, c.zeta2
     if regime == "strongly_convex":
-        mu = c.mu
+        mu = c.mu_g
         return _ret(L * D2 * np.exp(-mu * E_ * R / L) + s / (mu * c.n * E_ * R) + L * s / (mu**2 * E_ * R**2)
                     + L * z / (mu**2 * R**2))
     return _ret(L * D2 / (E_ * R) + np.sqrt(s * D2 / (c.n * E_ * R))

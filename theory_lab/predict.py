@@ -8,7 +8,8 @@ Model (docs/theory.md, "Estimated constants and predictions"), per replica:
   noise (sigma2/b), participation (S < N), client drift (exact v^T H^-1 v from the client Hessians
   at theta*; Hessian products by finite differences where no closed form exists; the L_max zeta2
   bound if that fails), DecDPO's consensus-induced drift (the same derivation with gossip, from the
-  topology's W), staleness (`staleness_floor`, acting on noise + participation).
+  topology's W), staleness (`staleness_floor`, acting on noise + participation; the delta rule with
+  L* in place of tr(H C)/tr(C), an upper bound).
 * transient: the averaged model contracts per round by rho = max_{h in {mu, L*}} |c(h)|, with c(h)
   the round's factor on a curvature-h direction (SGD: 1 - eta h; E local steps with server step
   eta_g: 1 - eta_g (1 - (1 - eta h)^E); DecDPO: (1 - eta h)^tau; model-averaging staleness:
@@ -240,8 +241,11 @@ def predict_config(cfg: ExperimentConfig, model: Model, topology=None) -> dict:
     terms["consensus"] = np.where(np.abs(c) <= 1e-12 * scale, 0.0, c)   # round-off: exactly 0
     base = terms["noise"] + terms["participation"]
     if a.q_max > 0:
+        # delta rule: L* stands in for tr(H C)/tr(C) (no noise covariance here): an upper bound
+        sum_w2 = 1.0 / S if S < N else (model.weights**2).sum(-1)
         stale = np.asarray(bounds.staleness_floor(eta, a.q_max, base, model.L_opt, E=E, eta_g=eta_g,
-                                                  rule=_rule(a), delay=_delay(a)), dtype=float)
+                                                  rule=_rule(a), delay=_delay(a), sum_w2=np.mean(sum_w2)),
+                           dtype=float)
         terms["staleness"] = stale - base
         base = stale
         if _rule(a) == "delta":
