@@ -203,3 +203,10 @@ def test_server_momentum_changes_the_path_and_its_state_is_explicit():
     state = result.algorithm.state_dict()
     assert set(state) == {"server", "history", "server_opt.v"}
     assert state["server_opt.v"].abs().sum() > 0
+
+
+def test_predict_on_the_plugin_is_one_clear_line(tmp_path, capsys):
+    assert main(["predict", "--config", write(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: algorithm.name: no prediction model for 'test_lookahead'")
+    assert len(err.splitlines()) == 1

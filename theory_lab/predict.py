@@ -174,9 +174,16 @@ def _rule(a) -> str:
     return "delta" if a.stale_rule == "delta" else "model"
 
 
+# the algorithms this module has a model for (a registered plug-in gets one clear line instead)
+PREDICTABLE = ("centralized", "feddpo", "fedprox", "scaffold", "decdpo", "gradient_tracking")
+
+
 def predict_config(cfg: ExperimentConfig, model: Model, topology=None) -> dict:
     """Per-replica floor, per-round contraction and bytes of one configuration."""
     a, N = cfg.algorithm, cfg.n_clients
+    if a.name not in PREDICTABLE:
+        raise ConfigError("algorithm.name", f"no prediction model for {a.name!r} (predict models "
+                          f"{', '.join(PREDICTABLE)}); run it and compare with `theory-lab verify --results`")
     eta, eta_g, E, b = a.lr, a.server_lr, a.local_steps, a.batch_size
     S = a.participation or N
     zero = np.zeros(model.n_seeds)
@@ -186,6 +193,8 @@ def predict_config(cfg: ExperimentConfig, model: Model, topology=None) -> dict:
         notes.append("model assumes constant-step plain SGD")
     if a.name == "fedprox":
         notes.append("proximal term not modelled")
+    if a.server_opt != "sgd":
+        notes.append(f"server optimizer {a.server_opt} not modelled (its fixed point is FedAvg's; its speed differs)")
     copies = 1
     if a.state_policy == "average":
         copies += (2 if a.optimizer == "adamw" else int(a.momentum > 0))
