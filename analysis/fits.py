@@ -212,7 +212,7 @@ class RatioFit:
     n_seeds: int
     n_dropped: int = 0
     ci_level: float = 0.95
-    bootstrap: str = "seeds"
+    bootstrap: str = "seeds"     # "seeds", "residuals", "none", "exact" (CI = range), "draws" (t-interval)
 
     def scaled(self, factor: float) -> "RatioFit":
         """The same fit against a prediction multiplied by `factor` (the ×2 coefficient control):
@@ -222,7 +222,8 @@ class RatioFit:
                         self.n_points, self.n_seeds, self.n_dropped, self.ci_level, self.bootstrap)
 
 
-def ratio_fit(observed, predicted, seeds=None, n_boot: int = 1000, ci: float = 0.95, rng=None) -> RatioFit:
+def ratio_fit(observed, predicted, seeds=None, n_boot: int = 1000, ci: float = 0.95, rng=None,
+              exact: bool = False) -> RatioFit:
     """Observed/predicted as exp(mean log ratio), CI by the same bootstrap as the slope fits.
 
     The log scale weights a sweep whose values span decades evenly (a floor 100× smaller counts
@@ -233,6 +234,9 @@ def ratio_fit(observed, predicted, seeds=None, n_boot: int = 1000, ci: float = 0
     ----------
     observed, predicted : arrays of equal length (one entry per run and seed)
     seeds : the seed of each entry (None: one seed)
+    exact : deterministic ratios (no sampling noise, e.g. one exact-gradient run per setting): the
+        interval is their range [min, max], so a band judged on it must hold every single ratio
+        (a bootstrap over a few settings would measure the spread between settings, not noise)
 
     Returns
     -------
@@ -245,6 +249,9 @@ def ratio_fit(observed, predicted, seeds=None, n_boot: int = 1000, ci: float = 0
     if y.size == 0:
         nan = float("nan")
         return RatioFit(nan, nan, nan, nan, nan, 0, 0, int((~keep).sum()), ci, "none")
+    if exact:
+        return RatioFit(float(np.exp(y.mean())), float(np.exp(y.min())), float(np.exp(y.max())),
+                        float(np.exp(y.min())), float(np.exp(y.max())), int(y.size), 1, int((~keep).sum()), ci, "exact")
     coef, lims, mode, G = _fit(np.ones((y.size, 1)), y, s, False, n_boot, ci, rng)
     return RatioFit(float(np.exp(coef[0])), float(np.exp(lims[0, 0])), float(np.exp(lims[1, 0])),
                     float(np.exp(y.min())), float(np.exp(y.max())), int(y.size), G, int((~keep).sum()), ci, mode)

@@ -119,7 +119,7 @@ def judge_ratio(fit: RatioFit, band: tuple[float, float]) -> Verdict:
     data resolve the band: noisier data cannot confirm more easily). inconclusive otherwise.
     """
     lo, hi = band
-    pct = f"{100 * fit.ci_level:g}%"
+    pct = "exact: range of" if fit.bootstrap == "exact" else f"{100 * fit.ci_level:g}%"
     desc = (f"observed/predicted {fit.ratio:.3g} ({pct} CI [{fit.ci_low:.3g}, {fit.ci_high:.3g}], "
             f"single ratios {fit.min:.3g}..{fit.max:.3g}, {fit.n_points} points, {fit.n_seeds} seeds)")
     target = f"band [{lo:g}, {hi:g}]"
@@ -150,8 +150,8 @@ def decide(prediction: Verdict, *, coefficient: Verdict | None = None,
     -------
     Verdict, in this order of precedence: "outside regime" when value > limit (never confirmed
     there); "refuted" when the prediction or coefficient is; "inconclusive" when either is;
-    "inconclusive (does not discriminate: …)" when a control was not run or not refuted;
-    otherwise "confirmed".
+    "inconclusive (does not discriminate: …)" when no control is declared, or one was not run or
+    not refuted; otherwise "confirmed".
     """
     parts = [f"prediction: {prediction.status} ({prediction.reason})"]
     if coefficient is not None:
@@ -166,6 +166,9 @@ def decide(prediction: Verdict, *, coefficient: Verdict | None = None,
     for status in ("refuted", "inconclusive", "outside regime"):
         if any(v.status == status for v in judged):
             return Verdict("refuted" if status == "refuted" else "inconclusive", body)
+    if not controls and not missing:
+        return Verdict("inconclusive", f"does not discriminate: no negative control declared, so nothing shows "
+                                       f"that this check could have failed. {body}")
     weak = [f"control {n} not run" for n in missing]
     weak += [f"control {n} is {v.status}, not refuted ({v.reason})"
              for n, v in (controls or {}).items() if v.status != "refuted"]

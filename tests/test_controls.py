@@ -44,7 +44,9 @@ def test_decide_needs_every_control_refuted_and_the_regime():
     assert decide(OK, coefficient=Verdict("inconclusive", "wide")).status == "inconclusive"
     out = decide(OK, controls={"a": REFUTED}, small=("ηEL", 0.5, 0.3))
     assert out.status == "outside regime" and "0.5" in out.reason
-    assert decide(OK, small=("ηEL", 0.1, 0.3)).status == "confirmed"
+    assert decide(OK, controls={"a": REFUTED}, small=("ηEL", 0.1, 0.3)).status == "confirmed"
+    alone = decide(OK)
+    assert alone.status == "inconclusive" and "no negative control" in alone.reason
 
 
 @pytest.fixture
@@ -86,3 +88,27 @@ def test_unreported_control_makes_the_claim_inconclusive(toy_claim):
 def test_bad_control_kind_is_rejected():
     with pytest.raises(ValueError):
         Control("x", "vibes", "no")
+
+
+def test_x2_control_equals_a_fit_against_twice_the_prediction():
+    obs, pred, seeds = _ratios(np.random.default_rng(3))
+    direct, scaled = ratio_fit(obs, 2 * pred, seeds), ratio_fit(obs, pred, seeds).scaled(2.0)
+    for a, b in ((direct.ratio, scaled.ratio), (direct.ci_low, scaled.ci_low), (direct.ci_high, scaled.ci_high)):
+        assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_exact_ratios_are_judged_on_their_range():
+    """Deterministic ratios: the interval is [min, max], so one ratio off the band stops a confirmation."""
+    fit = ratio_fit([1.0, 1.1, 1.3], [1.0, 1.0, 1.0], exact=True)
+    assert (fit.ci_low, fit.ci_high, fit.bootstrap) == (pytest.approx(1.0), pytest.approx(1.3), "exact")
+    assert judge_ratio(fit, (0.8, 1.25)).status == "inconclusive"
+    assert judge_ratio(ratio_fit([1.0, 1.1], [1.0, 1.0], exact=True), (0.8, 1.25)).status == "confirmed"
+
+
+def test_llm_ratio_with_a_wide_interval_cannot_confirm():
+    """Item 6: an LLM claim confirms only when every interval lies inside the band."""
+    from theory_lab.claims.llm import _ci_verdict
+
+    assert _ci_verdict([1.0], [0.95], [1.05], "r").status == "confirmed"
+    assert _ci_verdict([1.0], [0.6], [1.4], "r").status == "inconclusive"
+    assert _ci_verdict([2.0], [1.6], [2.4], "r").status == "refuted"

@@ -85,3 +85,42 @@ def test_llm_claims_run_on_a_tiny_model_and_are_opt_in(tmp_path):
     assert abs(drift["1"] - 1.0) < 1e-3, drift
     for r in rows.values():
         assert r["verdict"] in ("confirmed", "refuted", "inconclusive") and "--llm-model tiny" in r["command"]
+
+
+def test_report_carries_coefficient_controls_and_small_parameter(tmp_path):
+    """Acceptance of issue 13: per claim, coefficient obs/pred [CI] with its band, each control with
+    its outcome, the small parameter with its limit, the verdict and its reason."""
+    assert main(["verify", "--quick", "--claims", "participation-floor", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "report.json").read_text())["claims"]
+    coef = row["coefficient"]
+    assert coef["band"] == [0.8, 1.25] and coef["ci_low"] <= coef["ratio"] <= coef["ci_high"]
+    controls = {k["name"]: k for k in row["controls"]}
+    assert set(controls) == {"rival ζ²/S", "coefficient ×2"}
+    assert all(k["verdict"] == "refuted" and k["fitted"] for k in controls.values())
+    assert row["small"]["name"] == "ηL_max" and row["small"]["value"] <= row["small"]["limit"]
+    assert row["prediction_verdict"] == "confirmed" and row["verdict"] == "confirmed"
+    md = (tmp_path / "report.md").read_text()
+    assert "- control rival ζ²/S (rival law" in md and "- coefficient observed/predicted:" in md
+    assert "- small parameter ηL_max:" in md and "| 2/2 |" in md
+
+
+@pytest.fixture
+def outside_claim():
+    """A claim whose measured small parameter exceeds its declared limit."""
+    from analysis import Verdict
+    from theory_lab.claims.base import Small
+
+    @claim("outside-toy", statement="toy", source="test", metric="m", regime="r", predicted="p",
+           tolerance=0.1, small=Small("ηL", 0.3))
+    def check(ctx: Context) -> Outcome:
+        return Outcome(1.0, (1.0, 1.0), Verdict("confirmed", "fits"), small=0.6)
+
+    yield "outside-toy"
+    REGISTRY.pop("outside-toy")
+
+
+def test_outside_regime_is_reported_never_confirmed(outside_claim, tmp_path):
+    assert main(["verify", "--claims", outside_claim, "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "report.json").read_text())["claims"]
+    assert row["verdict"] == "outside regime" and "ηL = 0.6" in row["reason"]
+    assert "1 outside regime" in (tmp_path / "report.md").read_text()

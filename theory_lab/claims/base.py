@@ -3,19 +3,20 @@ form, tolerance and negative controls, and a check that runs its sweep and retur
 
 Every verdict must be able to fail. A claim is confirmed only when its prediction passes, its
 coefficient (where exact) passes, every declared negative control is refuted by the same check
-with the same budget, and its small parameter is inside the declared limit. `Claim.run` applies
-that rule (analysis.verdict.decide); a check only reports the parts.
+with the same budget, and its small parameter is inside the declared limit. A claim that
+declares no control cannot be confirmed ("does not discriminate"). `Claim.run` applies that rule
+(analysis.verdict.decide); a check only reports the parts.
 
 API (what a claim module writes)
 --------------------------------
-    @claim("drift-floor", statement=..., source=..., metric="subopt floor", predicted=...,
+    @claim("my-floor", statement=..., source=..., metric="subopt floor", predicted=...,
            regime="exact gradients, η ∈ {etas}, E ∈ {Es}",     # formatted with params
            params={"etas": (0.125, 0.25, 0.5), "Es": (2, 3, 5)},  # ONE source: body reads c.params
            tolerance=0.3,                                         # the body judges with c.tolerance
            band=(0.8, 1.25),            # observed/predicted CI must lie inside: adds "coefficient ×2"
            small=Small("ηEL_max", 0.3), # above the limit: "outside regime", never confirmed
-           controls=(Control("feddpo", "algorithm", "FedDPO has drift: its slope must be refuted"),))
-    def drift_floor(ctx: Context, c: Claim) -> Outcome:
+           controls=(Control("feddpo", "algorithm", "FedDPO has the effect: its slope must be refuted"),))
+    def my_floor(ctx: Context, c: Claim) -> Outcome:
         fit = ...; pred = judge_exponent(fit, 2.0, c.tolerance)
         out = Outcome.from_fit(fit, pred, 2.0, small=eta * E * L)   # the measured small parameter
         out.coefficient_check(c, observed, predicted, seeds)        # ratio + CI, and the ×2 control
@@ -23,12 +24,14 @@ API (what a claim module writes)
         return out
 
 - `Control(name, kind, what)`: kind is one of CONTROL_KINDS ("algorithm": one with the effect,
-  "rival law", "coefficient": a deliberately wrong one). Declaring `band` adds COEFFICIENT_X2.
+  "rival law", "coefficient": a deliberately wrong one, "setting": a configuration where the
+  prediction must fail). Declaring `band` adds COEFFICIENT_X2.
 - `Outcome.control(name, fit_or_text, verdict)`: the control's fit and the verdict of the SAME
   judge (same tolerance, same band) on it. A declared control never reported counts as "not run".
 - `Outcome.coefficient_check(c, observed, predicted, seeds)`: analysis.ratio_fit (geometric mean
   of observed/predicted, CI by the seed bootstrap), judged by analysis.judge_ratio against c.band
   (confirmed only when the whole CI is inside), and the ×2 control (ratio/2, same band).
+  exact=True: deterministic ratios, the interval is their range; fit=RatioFit(...) to pass your own.
 - `Outcome.small`: the measured value of c.small's parameter (max over the sweep).
 - `Claim.run(ctx)` -> Outcome whose `verdict` is the final one (`prediction` keeps the check's).
 - A check may still take only `ctx` (legacy); it then gets no Claim but the same final rule.
@@ -48,7 +51,7 @@ from analysis import FitResult, RatioFit, Verdict, decide, floors_by, judge_rati
 from theory_lab.runner import RunResult
 from theory_lab.sweep import run_sweep
 
-CONTROL_KINDS = ("algorithm", "rival law", "coefficient")
+CONTROL_KINDS = ("algorithm", "rival law", "coefficient", "setting")
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,15 @@ class Outcome:
         self.controls[name] = ControlOutcome(fit_text(fit), verdict)
         return self
 
-    def coefficient_check(self, c: Claim, observed, predicted, seeds=None, rng=None) -> "Outcome":
-        """Judge observed/predicted against c.band and record the ×2 coefficient control."""
+    def coefficient_check(self, c: Claim, observed=None, predicted=None, seeds=None, rng=None, *,
+                          exact: bool = False, fit: RatioFit | None = None) -> "Outcome":
+        """Judge observed/predicted against c.band and record the ×2 coefficient control.
+
+        `exact=True` for deterministic ratios (the interval is their range, see analysis.ratio_fit);
+        `fit` to pass a RatioFit built another way (e.g. a t-interval over random draws)."""
         if c.band is None:
             raise ValueError(f"claim {c.id} declares no coefficient band")
-        fit = ratio_fit(observed, predicted, seeds, rng=rng)
+        fit = fit or ratio_fit(observed, predicted, seeds, rng=rng, exact=exact)
         self.coefficient, self.coefficient_verdict = fit, judge_ratio(fit, c.band)
         wrong = fit.scaled(2.0)
         return self.control(COEFFICIENT_X2.name, wrong, judge_ratio(wrong, c.band))

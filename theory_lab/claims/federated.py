@@ -42,23 +42,68 @@ def slope_claim(ctx: Context, claim_id: str, x_name: str, x, result, metric: str
 @claim("full-participation", statement="FedDPO with E=1, S=N equals centralized minibatch SGD",
        source="Jiang'26", metric="max |dist_to_opt difference| over rounds and seeds",
        regime="E=1, all clients, same seeds and minibatches", predicted="identical (to rounding)",
-       tolerance=1e-10)
-def full_participation(ctx: Context) -> Outcome:
+       tolerance=1e-10,
+       controls=[Control("half participation", "setting", "FedDPO with S = N/2 averages other gradients than "
+                         "centralized SGD: the same identity check must refute it")])
+def full_participation(ctx: Context, c: Claim) -> Outcome:
     cfg = base(40 if ctx.quick else 100, batch_size=4, lr=1.0, local_steps=1)
     cfg["problem"]["init"] = "reference"
-    res = ctx.sweep(cfg, [{"algorithm.name": "feddpo"}, {"algorithm.name": "centralized"}])
+    half = PROBLEM["n_clients"] // 2
+    res = ctx.sweep(cfg, [{"algorithm.name": "feddpo"}, {"algorithm.name": "centralized"},
+                          {"algorithm.name": "feddpo", "algorithm.participation": half}])
     t = res.table
-    a, b = (t[t["run_id"] == i]["dist_to_opt"].to_numpy() for i in (0, 1))
-    diff = float(np.max(np.abs(a - b)))
-    return Outcome(diff, (diff, diff), judge_identical(diff, 1e-10), 0.0,
-                   details={"start_dist": float(a[0]), "end_dist": float(a[-1])})
+    a, b, h = (t[t["run_id"] == i]["dist_to_opt"].to_numpy() for i in (0, 1, 2))
+    diff, diff_half = float(np.max(np.abs(a - b))), float(np.max(np.abs(h - b)))
+    out = Outcome(diff, (diff, diff), judge_identical(diff, c.tolerance), 0.0,
+                  details={"start_dist": float(a[0]), "end_dist": float(a[-1])})
+    return out.control("half participation", f"max difference {diff_half:.3g}", judge_identical(diff_half, c.tolerance))
 
 
-def run_constant(result, name: str, reduce=max) -> float:
-    """`reduce` over every run and seed of a sweep of the exact constant `name` (a per-client
-    list such as L_clients is flattened)."""
-    vals = [np.ravel(r["constants"][name]) for r in result.manifest["runs"]]
-    return float(reduce(np.concatenate(vals)))
+INVARIANCE = {"lr": 0.5, "beta": 1.0, "beta2": 0.6, "E": 2, "b": 4, "rounds": 60, "atol": 1e-10,
+              "metrics": ("train_loss", "eval_pref_acc", "reward_margin")}
+
+
+def max_gap(table, metrics, a: int, b: int) -> float:
+    """max |metric(run a) − metric(run b)| over rounds, seeds and `metrics`."""
+    ta, tb = table[table["run_id"] == a], table[table["run_id"] == b]
+    return float(max(np.nanmax(np.abs(ta[m].to_numpy() - tb[m].to_numpy())) for m in metrics))
+
+
+@claim("dpo-eta-beta2-invariance",
+       statement="At horizon 1 with ℓ2 = 0 and θ0 = θ_ref, FedDPO's trajectories depend on (η, β) only through ηβ²",
+       source="ours: with u = β(θ − θ_ref) the DPO loss is −log σ(uᵀz) and SGD on θ moves u by −ηβ²∇_u",
+       metric="max |difference| of train_loss, eval_pref_acc, reward_margin over rounds and seeds",
+       regime="horizon 1, ℓ2 = 0, init θ_ref, FedDPO E={E}, batch {b}, {rounds} rounds; (η, β) = ({lr}, {beta}) "
+              "against (η·({beta}/{beta2})², {beta2})", params=INVARIANCE,
+       predicted="identical to rounding (≤ {atol:g})".format(**INVARIANCE), tolerance=INVARIANCE["atol"],
+       controls=[Control("η alone", "rival law", "the same η change with β fixed changes ηβ²: the same "
+                         "identity check must refute it"),
+                 Control("horizon 2", "setting", "with H = 2 the log-partition terms A_θ(s) are not functions of u: "
+                         "the same (η, β) pair must differ")])
+def eta_beta2_invariance(ctx: Context, c: Claim) -> Outcome:
+    eta, beta, beta2, atol = c.params["lr"], c.params["beta"], c.params["beta2"], c.tolerance
+    eta2 = eta * (beta / beta2) ** 2
+    cfg = base(c.params["rounds"], local_steps=c.params["E"], batch_size=c.params["b"], lr=eta)
+    cfg["problem"].update(init="reference", l2=0.0, beta=beta)
+    pairs = [{"algorithm.lr": eta, "problem.beta": beta}, {"algorithm.lr": eta2, "problem.beta": beta2},
+             {"algorithm.lr": eta2, "problem.beta": beta}]
+    t = ctx.sweep(cfg, pairs).table
+    traj = copy.deepcopy(cfg)
+    traj["problem"].update(horizon=2, n_contexts=6, n_actions=3)
+    t2 = ctx.sweep(traj, pairs[:2]).table
+    metrics = c.params["metrics"]
+    same, eta_only, horizon2 = max_gap(t, metrics, 0, 1), max_gap(t, metrics, 0, 2), max_gap(t2, metrics, 0, 1)
+    out = Outcome(same, (same, same), judge_identical(same, atol), 0.0,
+                  details={"η, β": f"({eta:g}, {beta:g}) vs ({eta2:.6g}, {beta2:g})", "max gap, η alone": eta_only,
+                           "max gap, horizon 2": horizon2})
+    out.control("η alone", f"max gap {eta_only:.3g}", judge_identical(eta_only, atol))
+    return out.control("horizon 2", f"max gap {horizon2:.3g}", judge_identical(horizon2, atol))
+
+
+def run_constant(result, name: str) -> float:
+    """The largest value over every run and seed of a sweep of the exact constant `name` (a
+    per-client list such as L_clients is flattened)."""
+    return float(max(np.max(r["constants"][name]) for r in result.manifest["runs"]))
 
 
 def point_config(cfg: dict, point: dict, seeds: int) -> dict:
@@ -99,7 +144,7 @@ def small_eta_E_L(result, cfg: dict) -> float:
     return out
 
 
-DRIFT = {"quick": {"rounds": 150, "Es": (2, 3, 5), "etas": (0.125, 0.25, 0.5), "hets": (0.5, 1.0, 2.0, 4.0)},
+DRIFT = {"quick": {"rounds": 150, "Es": (2, 3, 5), "etas": (0.125, 0.25, 0.5), "hets": (1.0, 2.0, 4.0)},
          "full": {"rounds": 500, "Es": (2, 3, 4, 6), "etas": (0.0625, 0.125, 0.25, 0.5), "hets": (0.5, 1.0, 2.0, 4.0)},
          "lr": 0.25, "E": 3, "replicas": 8}
 
@@ -133,9 +178,7 @@ def drift_floor(ctx: Context, c: Claim) -> Outcome:
     out = Outcome.from_fit(fit_e, combine([v_e, v_eta, v_z], ["E−1", "η", "ζ²"]), 2.0, small=small,
                            details={"slope_in_E-1": fit_e, "slope_in_eta": fit_eta, "slope_in_zeta2": fit_z},
                            figure=plot_fit(ctx, "drift-floor", fit_e, *plot))
-    out.coefficient_check(c, np.concatenate(obs), np.concatenate(pred), np.concatenate(seeds))
-    out.tightness = out.coefficient.ratio
-    return out
+    return out.coefficient_check(c, np.concatenate(obs), np.concatenate(pred), np.concatenate(seeds))
 
 
 PARTICIPATION = {"N": 16, "lr": 1.0, "quick": {"Ss": (1, 4, 12, 15), "rounds": 400},

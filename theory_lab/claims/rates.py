@@ -10,7 +10,7 @@ from analysis import bound_validity, judge_bound, judge_exponent, loglog_slope
 from analysis.verdict import Verdict
 from theory_lab import bounds
 from theory_lab.algorithms import make_algorithm
-from theory_lab.claims.base import Context, Outcome, claim, combine, plot_fit, within_seed
+from theory_lab.claims.base import Claim, Context, Control, Outcome, claim, plot_fit, within_seed
 from theory_lab.claims.federated import PROBLEM, base
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import build_config
@@ -33,89 +33,112 @@ def binned(table, metric: str, bins: int = 12):
     return np.array(xs, float), np.array(ys, float), np.array(ss)
 
 
-@claim("rate-in-T", statement="Decaying steps on a strongly convex problem give suboptimality ∝ 1/T; on the "
-       "non-convex trajectory model, η ∝ 1/√T gives mean ‖∇f‖² ∝ T^(−1/2)",
-       source="Koloskova et al.'20", metric="subopt (binned over rounds); mean grad_norm_sq over a run",
-       regime="H=1: FedDPO E=1 (minibatch SGD), batch 1, η_t = η0 t0/(t0+t) with η0 t0 = 2/μ, ≥32 replicas; "
-              "H=3: FedDPO E=1, batch 1, η = c/√T for each horizon T",
-       predicted="slopes −1 (H=1) and −1/2 (H=3)", tolerance=0.2)
-def rate_in_T(ctx: Context) -> Outcome:
-    rounds = 2000 if ctx.quick else 8000
-    cfg = base(rounds, batch_size=1, lr=2.0, schedule="inverse")
+RATE = {"quick": {"rounds": 2000}, "full": {"rounds": 8000}, "replicas": 32, "lr": 2.0, "slow": 0.25}
+
+
+def _rate_run(ctx: Context, c: Claim, mu_t0: float):
+    """FedDPO E=1, batch 1 with η_t = η0 t0/(t0+t), η0 t0 = mu_t0/μ: binned subopt against t, slope fit."""
+    rounds = c.params["quick" if ctx.quick else "full"]["rounds"]
+    cfg = base(rounds, batch_size=1, lr=c.params["lr"], schedule="inverse")
     cfg["problem"]["init"] = "reference"
     mu = float(make_oracle(build_config(cfg)).constants.mu.mean())
-    cfg["algorithm"]["decay_steps"] = 2.0 / (mu * cfg["algorithm"]["lr"])
-    res = ctx.sweep(cfg, [{}], min_seeds=32)
+    cfg["algorithm"]["decay_steps"] = mu_t0 / (mu * cfg["algorithm"]["lr"])
+    res = ctx.sweep(cfg, [{}], min_seeds=c.params["replicas"])
     x, y, seeds = binned(res.table[res.table["round"] >= rounds // 10], "subopt", bins=8)
     x, y = within_seed(x, y, seeds)
-    fit = loglog_slope(x, y, seeds=seeds)
-    v_sc = judge_exponent(fit, -1.0, 0.2)
-
-    Ts = (100, 200, 400, 800) if ctx.quick else (100, 200, 400, 800, 1600, 3200)
-    traj = base(Ts[0], batch_size=1)
-    traj["problem"].update(horizon=3, n_contexts=6, n_actions=3, init="reference", l2=0.0)
-    res_nc = ctx.sweep(traj, [{"run.rounds": T, "algorithm.lr": 4.0 / np.sqrt(T), "run.log_every": 1} for T in Ts])
-    mean_g = res_nc.table[res_nc.table["round"] > 0].groupby(["run_id", "seed"], as_index=False)["grad_norm_sq"].mean()
-    xT, yT = within_seed([Ts[r] for r in mean_g["run_id"]], mean_g["grad_norm_sq"], mean_g["seed"])
-    fit_nc = loglog_slope(xT, yT, seeds=mean_g["seed"].to_numpy())
-    v_nc = judge_exponent(fit_nc, -0.5, 0.2)
-    return Outcome.from_fit(fit, combine([v_sc, v_nc], ["strongly convex 1/T", "non-convex T^-1/2"]), -1.0,
-                            details={"mu": mu, "nonconvex_slope": fit_nc, "nonconvex_verdict": v_nc.status},
-                            figure=plot_fit(ctx, "rate-in-T", fit, x, y, "round t", "subopt (binned, per-seed scale removed)"))
+    return loglog_slope(x, y, seeds=seeds), x, y, mu
 
 
-def max_eig_along_run(cfg: dict, rounds: int) -> float:
-    """Largest global-Hessian eigenvalue met at the averaged model along a FedDPO run (all seeds)."""
+@claim("rate-in-T", statement="Decaying steps η_t = η0 t0/(t0+t) with η0 t0 μ = 2 on a strongly convex problem "
+       "give suboptimality ∝ 1/T",
+       source="Koloskova et al.'20", metric="subopt (binned over rounds, per-seed scale removed)",
+       regime="H=1: FedDPO E=1 (minibatch SGD), batch 1, η0={lr}, η0 t0 = 2/μ, ≥{replicas} replicas, "
+              "{quick[rounds]} rounds (full: {full[rounds]})",
+       params=RATE, predicted="slope −1 in t", tolerance=0.2,
+       controls=[Control("slow decay", "setting", "η0 t0 μ = {slow:g}: the decay outpaces the curvature, the error "
+                         "along the flattest direction falls as t^(−2η0t0μ) = t^(−{half:g}) (rate t^−min(1, 2η0t0λ) per "
+                         "eigenvalue λ); the same slope check must refute −1".format(half=2 * RATE["slow"], **RATE))])
+def rate_in_T(ctx: Context, c: Claim) -> Outcome:
+    """The strongly convex rate only. The non-convex sub-check (trajectory model, η = 4/√T, mean
+    ‖∇f‖² ∝ T^(−1/2)) is dropped: with η ∝ 1/√T both terms of the bound, 2Δ/(ηT) and ηLσ², scale as
+    T^(−1/2), so the slope follows from the schedule, not from the problem; at a fixed η with exact
+    gradients the mean ‖∇f‖² falls as Σ‖∇f‖²/T whenever the iterates converge, just as uninformative."""
+    fit, x, y, mu = _rate_run(ctx, c, 2.0)
+    slow, _, _, _ = _rate_run(ctx, c, c.params["slow"])
+    dropped = ("dropped: with η ∝ 1/√T both terms of the bound scale as T^(−1/2), so the slope follows from the "
+               "schedule, not the problem; at fixed η with exact gradients the mean ‖∇f‖² falls as Σ‖∇f‖²/T whenever "
+               "the iterates converge, just as uninformative")
+    out = Outcome.from_fit(fit, judge_exponent(fit, -1.0, c.tolerance), -1.0,
+                           details={"mu": mu, "slow_decay_slope": slow, "non-convex sub-check (η ∝ 1/√T)": dropped},
+                           figure=plot_fit(ctx, c.id, fit, x, y, "round t", "subopt (binned, per-seed scale removed)"))
+    return out.control("slow decay", slow, judge_exponent(slow, -1.0, c.tolerance))
+
+
+def max_eig_along_run(cfg: dict, rounds: int) -> np.ndarray:
+    """Per seed: the largest global-Hessian eigenvalue met at the averaged model along a FedDPO run."""
     config = build_config(cfg)
     oracle = make_oracle(config)
     alg = make_algorithm(config.algorithm, oracle, InProcessCommunicator(), torch.Generator().manual_seed(0), rounds)
-    top = oracle.hessian_max_eig_at(alg.model()).max()
+    top = oracle.hessian_max_eig_at(alg.model())
     for r in range(rounds):
         alg.round(r)
-        top = torch.maximum(top, oracle.hessian_max_eig_at(alg.model()).max())
-    return float(top)
+        top = torch.maximum(top, oracle.hessian_max_eig_at(alg.model()))
+    return top.numpy()
 
 
-@claim("smoothness-horizon", statement="The largest Hessian eigenvalue met along runs stays under the derived "
-       "smoothness bound L(H) = 4β²H²B² + 2βHB² of the trajectory model; its growth order in H is measured",
-       source="Jiang'26 (constants from the trajectory structure); docs/theory.md", metric="max λmax(∇²f) along FedDPO runs",
-       regime="tabular MDP, β=2, B=1, FedDPO E=2, batch 4, η=0.5 from θ_ref, horizons 1..8",
-       predicted="bound holds; growth exponent ≤ 2", tolerance=0.3)
-def smoothness_horizon(ctx: Context) -> Outcome:
-    Hs = (1, 2, 4, 8) if ctx.quick else (1, 2, 3, 4, 6, 8)
-    rounds = 30 if ctx.quick else 100
-    beta, B = 2.0, 1.0
+SMOOTH = {"beta": 2.0, "B": 1.0, "lr": 0.5, "E": 2, "b": 4, "quick": {"Hs": (1, 2, 4, 8), "rounds": 30},
+          "full": {"Hs": (1, 2, 3, 4, 6, 8), "rounds": 100}, "order": 1.5, "replicas": 8}
+
+
+@claim("smoothness-horizon", statement="The largest Hessian eigenvalue met along runs grows with the horizon H "
+       "with an exponent between 1 and 2, the order of the derived bound L(H) = 4β²H²B² + 2βHB² "
+       "(docs/theory.md 2.2); the bound itself is reported, not judged (it is far too loose to be refuted)",
+       source="Jiang'26 (constants from the trajectory structure); docs/theory.md", metric="max λmax(∇²f) along FedDPO runs, per seed",
+       regime="tabular MDP, β={beta}, B={B}, FedDPO E={E}, batch {b}, η={lr} from θ_ref, horizons {quick[Hs]} "
+              "(full: {full[Hs]}), ≥{replicas} replicas", params=SMOOTH,
+       predicted="growth exponent in [1, 2] (1.5 ± 0.5)", tolerance=0.5,
+       controls=[Control("no growth", "rival law", "a smoothness independent of the horizon (exponent 0): the same "
+                         "band check must refute it")])
+def smoothness_horizon(ctx: Context, c: Claim) -> Outcome:
+    P, beta, B = c.params["quick" if ctx.quick else "full"], c.params["beta"], c.params["B"]
+    Hs, rounds = P["Hs"], P["rounds"]
+    seeds = list(range(max(ctx.seeds, c.params["replicas"])))
     measured = []
     for H in Hs:
-        cfg = base(rounds, local_steps=2, batch_size=4, lr=0.5)
-        cfg["run"]["seeds"] = list(range(ctx.seeds))
+        cfg = base(rounds, local_steps=c.params["E"], batch_size=c.params["b"], lr=c.params["lr"])
+        cfg["run"]["seeds"] = seeds
         cfg["problem"].update(horizon=H, n_contexts=6, n_actions=3, beta=beta, feature_bound=B,
                               init="reference", l2=0.0)
         measured.append(max_eig_along_run(cfg, rounds))
         ctx.runs += 1
+    measured = np.asarray(measured)                     # [H, seeds]
     derived = np.array([bounds.trajectory_smoothness_bound(beta, B, H) for H in Hs], float)
-    verdict = judge_bound(bound_validity(np.array(measured), derived))
-    fit = loglog_slope(np.array(Hs, float), np.array(measured))
-    if verdict.status == "confirmed" and fit.slope > 2.0 + 0.3:
-        verdict = Verdict("refuted", f"bound holds at these horizons but grows like H^{fit.slope:.2f}, "
-                                     "faster than the derived order H²")
-    details = {f"H={H}": f"measured {m:.3g}, derived {d:.3g}" for H, m, d in zip(Hs, measured, derived)}
-    details["growth_exponent"] = fit
-    return Outcome.from_fit(fit, verdict, 2.0, tightness=float(np.median(derived / np.array(measured))),
-                            details=details, figure=plot_fit(ctx, "smoothness-horizon", fit, Hs, measured,
-                                                             "horizon H", "max Hessian eigenvalue along runs"))
+    x = np.repeat(np.asarray(Hs, float), len(seeds))
+    fit = loglog_slope(x, measured.ravel(), seeds=np.tile(seeds, len(Hs)))
+    centre, half = c.params["order"], c.tolerance     # the derivation's order: between H and H²
+    verdict = judge_exponent(fit, centre, half, max_ci_width=2 * half)
+    validity = judge_bound(bound_validity(measured.max(axis=1), derived))
+    details = {f"H={H}": f"measured max {m.max():.3g}, derived {d:.3g}" for H, m, d in zip(Hs, measured, derived)}
+    details.update(growth_exponent=fit, bound=f"{validity.status}: {validity.reason} (not evidence: the slack is "
+                   "too large for any measured growth up to H² to violate it)")
+    out = Outcome.from_fit(fit, verdict, centre, tightness=float(np.median(derived / measured.max(axis=1))),
+                           details=details, figure=plot_fit(ctx, c.id, fit, x, measured.ravel(),
+                                                            "horizon H", "max Hessian eigenvalue along runs"))
+    return out.control("no growth", fit, judge_exponent(fit, 0.0, half, max_ci_width=2 * half))
 
 
 @claim("local-vs-minibatch", statement="Local SGD beats minibatch SGD (same samples per round) only when ζ² is "
        "small relative to the smoothness/rounds scale", source="Woodworth et al.'20",
        metric="final subopt of FedDPO (E local steps) / centralized minibatch SGD (batch E·b)",
-       regime="E=8, batch 1, 60 rounds from θ_ref, heterogeneity swept, each method at its best η in {1/16, 1/4, 1, 4}",
+       regime="E={E}, batch 1, {R} rounds from θ_ref, heterogeneity ∈ {quick[hets]} (full: {full[hets]}), "
+              "each method at its best η in {lrs}",
+       params={"E": 8, "R": 60, "lrs": (0.0625, 0.25, 1.0, 4.0), "quick": {"hets": (0.0, 2.0, 8.0, 16.0)},
+               "full": {"hets": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)}},
        predicted="crossover ζ² within 10× of Woodworth's bound comparison", tolerance=1.0,
        should_hold=False)  # a comparison of two upper bounds whose constants are unknown
-def local_vs_minibatch(ctx: Context) -> Outcome:
-    hets = (0.0, 2.0, 8.0, 16.0) if ctx.quick else (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
-    lrs = (0.0625, 0.25, 1.0, 4.0)
-    R, E = 60, 8
+def local_vs_minibatch(ctx: Context, c: Claim) -> Outcome:
+    hets = c.params["quick" if ctx.quick else "full"]["hets"]
+    lrs, R, E = c.params["lrs"], c.params["R"], c.params["E"]
     out, best = {}, {}
     for name in ("feddpo", "centralized"):
         cfg = base(R, name=name, local_steps=E, batch_size=1)
@@ -145,10 +168,10 @@ def local_vs_minibatch(ctx: Context) -> Outcome:
         fitted = np.nan
     else:
         miss = abs(np.log10(max(zc, 1e-300) / observed))
-        fitted = miss
-        status = "confirmed" if miss <= 1 else "refuted" if miss > 2 else "inconclusive"
+        fitted, tol = miss, c.tolerance
+        status = "confirmed" if miss <= tol else "refuted" if miss > 2 * tol else "inconclusive"
         verdict = Verdict(status, f"observed crossover ζ² ≈ {observed:.3g}, predicted {zc:.3g} "
-                                  f"({miss:.2g} decades apart; tolerance 1 decade)")
+                                  f"({miss:.2g} decades apart; tolerance {tol:g} decade)")
     return Outcome(fitted, (fitted, fitted), verdict, 0.0, details=details)
 
 
