@@ -29,7 +29,6 @@ communicates 0 bytes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
@@ -62,7 +61,6 @@ class FedPDPOOracle(LLMOracle):
         self.personal = row.to(self.device).unsqueeze(0).repeat(self.n_clients, 1)   # [N, D]
         self.opt = PersonalAdamW(self.n_clients, self.modules.dim, self.personal_dtype, self.device,
                                  self.cfg.lr, self.cfg.weight_decay)
-        self.update_personal = True
         if not self.cfg.share_lora:
             self.dim = 0
         self._check_forward()
@@ -173,14 +171,21 @@ class FedPDPOOracle(LLMOracle):
 
     def grad(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
         """[1, K, P]: each row's gradient of its client's personalised loss with respect to the
-        shared adapter. Side effect (unless inside `frozen()`): one personal AdamW step of each
-        client asked for, on the same minibatch."""
+        shared adapter, at the current personal parameters. Pure: nothing changes."""
+        return self._shared_grads(X, clients, batch, step_personal=False)
+
+    def local_step(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
+        """grad(X, clients, batch), and each client asked for takes its personal AdamW step on the
+        same minibatch (one forward/backward for both): what a client's training step does."""
+        return self._shared_grads(X, clients, batch, step_personal=self.modules.dim > 0)
+
+    def _shared_grads(self, X, clients, batch, step_personal: bool) -> torch.Tensor:
         ids = self._client_ids(X, clients)
         out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
         for k, c in enumerate(ids):
             self._zero_grad()
             _, g_personal = self._client_pass(c, X[0, k], self._client_indices(c, batch), 1.0,
-                                              personal_grad=self.update_personal and self.modules.dim > 0)
+                                              personal_grad=step_personal)
             if self.cfg.share_lora:
                 out[0, k] = self._flat_grad().to(out)
             if g_personal is not None:
@@ -188,15 +193,6 @@ class FedPDPOOracle(LLMOracle):
                     self.opt.step(self.personal, c, g_personal)
         self._zero_grad()
         return out
-
-    @contextlib.contextmanager
-    def frozen(self):
-        """grad() without the personal step: a pure function of X (finite differences, probes)."""
-        before, self.update_personal = self.update_personal, False
-        try:
-            yield self
-        finally:
-            self.update_personal = before
 
     def loss(self, X: torch.Tensor, clients: torch.Tensor | None = None, batch: Any = None) -> torch.Tensor:
         """[1, K]: each row's personalised client loss at the current personal parameters."""

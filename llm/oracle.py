@@ -162,6 +162,10 @@ class LLMOracle:
             raise ValueError(f"{X.shape[1]} parameter rows for {len(ids)} clients")
         return ids
 
+    def local_step(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
+        """A training step's gradient (no client-local state here: grad itself)."""
+        return self.grad(X, clients, batch)
+
     def grad(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
         """[1, K, P]: gradient of each row's client loss (minibatch mean, or the exact full-data
         gradient when batch is None) at its own parameters."""

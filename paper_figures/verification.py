@@ -23,14 +23,17 @@ NAME = "verification"
 EXPONENTS = {"drift-floor": 2.0, "participation-floor": 1.0, "noise-floor": -1.0, "rate-in-T": -1.0,
              "consensus-heterogeneity": -2.0, "consensus-noise": -1.0, "staleness-model-average": 1.0,
              "staleness-delta": 1.0, "scaffold-no-drift": 0.0, "gt-no-heterogeneity": 0.0,
-             "smoothness-horizon": 2.0}
-UPPER = {"smoothness-horizon"}  # the prediction is an upper bound on the exponent
+             "smoothness-horizon": 1.5}
+UPPER: set[str] = set()  # claims whose prediction is an upper bound on the exponent (none today)
 # ratio claims: the value the ratio is judged against and whether it is a lower bound
 RATIOS = {"bound-validity": (1.0, "bound/empirical ≥ 1"), "consensus-spectral": (1.0, "observed/spectral = 1"),
-          "topology-order": (1.0, "neighbouring p ratio > 1")}
+          "topology-order": (1.0, "min neighbour error ratio > 1"),
+          "staleness-exact-model-average": (1.0, "observed/exact floor = 1"),
+          "staleness-exact-delta": (1.0, "observed/exact floor = 1")}
 VERDICT = {"confirmed": dict(marker="o", mfc="0.0", mec="0.0"),
            "inconclusive": dict(marker="s", mfc="white", mec="0.35"),
-           "refuted": dict(marker="X", mfc="0.0", mec="0.0")}
+           "refuted": dict(marker="X", mfc="0.0", mec="0.0"),
+           "outside regime": dict(marker="D", mfc="white", mec="0.0")}
 
 
 def prepare(lab: Lab) -> dict:

@@ -76,6 +76,10 @@ class LogLinearDPO:
         # -log σ(h) = softplus(-h); F.logsigmoid stalls badly on a loaded multi-threaded CPU
         return (weight * F.softplus(-h)).sum(-1) + 0.5 * self.l2 * X.pow(2).sum(-1)
 
+    def local_step(self, X, clients=None, batch=None):
+        """A training step's gradient (no client-local state here: grad itself)."""
+        return self.grad(X, clients, batch)
+
     def grad(self, X, clients=None, batch=None):
         """[S, K, P]: ∇f_i at each row (exact when batch is None, else the minibatch mean)."""
         dphi, visits, weight, pol, h = self._prep(X, clients, batch)

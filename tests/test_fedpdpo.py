@@ -167,14 +167,15 @@ def test_shared_gradient_matches_finite_differences():
     X = X.unsqueeze(1).expand(-1, 3, -1).clone()
     batch = o.sample_batch(torch.Generator().manual_seed(4), 3)
     before = o.personal.clone()
-    with o.frozen():
-        G = o.grad(X, None, batch)
-    assert torch.equal(o.personal, before)                     # frozen: no personal step
+    G = o.grad(X, None, batch)
+    assert torch.equal(o.personal, before)                     # grad is pure: no personal step
     V = torch.randn(X.shape, generator=gen, dtype=X.dtype)
     V = V / V.norm(dim=-1, keepdim=True)
     eps = 1e-5
     fd = (o.loss(X + eps * V, None, batch) - o.loss(X - eps * V, None, batch)) / (2 * eps)
     torch.testing.assert_close((G * V).sum(-1), fd, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(o.local_step(X, None, batch), G, rtol=1e-9, atol=1e-14)   # same gradient ...
+    assert not torch.equal(o.personal, before)                 # ... and then the personal step
 
 
 # ----------------------------------------------------------------------------- ablations
@@ -225,7 +226,7 @@ def test_explicit_reward_head_bt_loss_decreases_on_a_toy_set():
     assert before == pytest.approx([0.6931] * 2, abs=1e-3)    # w = 0
     gen = torch.Generator().manual_seed(0)
     for _ in range(30):
-        o.grad(X, None, o.sample_batch(gen, 8))
+        o.local_step(X, None, o.sample_batch(gen, 8))   # the training step: the personal modules move
     after = [o.bt_loss(theta, i) for i in range(2)]
     assert all(a < 0.5 * b for a, b in zip(after, before)), (before, after)
     m = o.evaluate(theta)
@@ -306,3 +307,16 @@ def test_forward_matches_sequence_logps_with_modules_at_identity():
         c, r, _ = o._forward(tp, idx, o._blocks(0))
         ref = sequence_logps(o.model, tp.input_ids, tp.attention_mask, tp.response_mask)
     torch.testing.assert_close(torch.cat([c, r]), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_estimating_constants_leaves_the_personal_modules_unchanged():
+    """`theory-lab constants` on FedPDPO: the estimator calls grad hundreds of times; a pure grad
+    means it measures one fixed objective (the personal modules do not train under it)."""
+    from theory_lab.estimate import estimate_constants
+
+    o = make_oracle()
+    before = o.personal.clone()
+    estimate_constants(o, batch_size=2, draws=4, power_iters=5, descent_steps=5)
+    assert torch.equal(o.personal, before)
+    run_rounds(o, rounds=1)                                    # while training moves them
+    assert not torch.equal(o.personal, before)

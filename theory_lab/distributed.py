@@ -137,6 +137,13 @@ class ShardedOracle:
         return getattr(self._oracle, name)
 
     def grad(self, X, clients, batch):
+        return self._mine(self._oracle.grad, X, clients, batch)
+
+    def local_step(self, X, clients, batch):
+        return self._mine(self._oracle.local_step, X, clients, batch)
+
+    def _mine(self, fn, X, clients, batch):
+        """fn on this rank's rows; zeros on the others'."""
         S, K = X.shape[:2]
         ids = torch.arange(K).expand(S, K) if clients is None else clients
         mine = self._owned[ids]
@@ -144,9 +151,9 @@ class ShardedOracle:
             sel = mine[0].nonzero().squeeze(1)
             out = torch.zeros_like(X)
             if sel.numel():
-                out[:, sel] = self._oracle.grad(X[:, sel], ids[:, sel], batch)
+                out[:, sel] = fn(X[:, sel], ids[:, sel], batch)
             return out
-        return self._oracle.grad(X, clients, batch) * mine.unsqueeze(-1).to(X.dtype)
+        return fn(X, clients, batch) * mine.unsqueeze(-1).to(X.dtype)
 
 
 def rank_name() -> str:

@@ -32,6 +32,12 @@ class Oracle(Protocol):
         ``clients`` ([S, K] long; None means all N in order). ``batch`` from ``sample_batch``
         (None: exact gradient). Returns [S, K, P]."""
 
+    def local_step(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
+        """What a client's training step takes: ``grad(X, clients, batch)``, after which the
+        oracle may advance state it keeps per client outside the stack (FedPDPO's personal
+        modules take their own step on the same batch). The one oracle call that changes state;
+        ``grad``, ``loss`` and ``evaluate`` never do (constants are estimated with them)."""
+
     def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Metrics of the averaged model theta [S, P], each a tensor [S]: any of ``subopt``,
         ``grad_norm_sq``, ``dist_to_opt``, ``train_loss``, ``eval_pref_acc``, ``reward_margin``."""

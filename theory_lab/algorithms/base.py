@@ -104,7 +104,7 @@ class Algorithm:
         for _ in range(n_steps):
             lr = self.lr()
             batch = self.oracle.sample_batch(self.gen, self.cfg.batch_size)
-            g = self.oracle.grad(X, clients, batch)
+            g = self.oracle.local_step(X, clients, batch)
             if scale is not None:
                 g = g * scale
             if correction is not None:

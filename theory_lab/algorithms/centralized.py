@@ -24,7 +24,7 @@ class Centralized(Algorithm):
         o, cfg = self.oracle, self.cfg
         batch = o.sample_batch(self.gen, cfg.batch_size * cfg.local_steps)
         rows = self.theta.unsqueeze(1).expand(-1, o.n_clients, -1)
-        g = self.comm.average(o.grad(rows, None, batch), o.weights)  # sum_i w_i g_i
+        g = self.comm.average(o.local_step(rows, None, batch), o.weights)  # sum_i w_i g_i
         self.theta = self.opt.step(self.theta.unsqueeze(1), g.unsqueeze(1), self.lr())[:, 0]
         self.t += 1
         zero = torch.zeros(o.n_seeds, dtype=o.dtype)

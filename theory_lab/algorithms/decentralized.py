@@ -76,7 +76,7 @@ class GradientTracking(DecDPO):
 
     def stochastic_grad(self, X: torch.Tensor) -> torch.Tensor:
         batch = self.oracle.sample_batch(self.gen, self.cfg.batch_size)
-        return self.oracle.grad(X, None, batch) * self.scale
+        return self.oracle.local_step(X, None, batch) * self.scale
 
     def round(self, r: int) -> RoundInfo:
         W = self.W(r)
