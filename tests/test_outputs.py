@@ -92,3 +92,15 @@ def test_outputs_follow_the_umask(tmp_path, umask, mode):
     for name in ("results.csv", "manifest.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == mode, name
     assert stat.S_IMODE(out.stat().st_mode) == mode | 0o111 & ~umask
+
+
+def test_verify_refuses_an_old_report_and_overwrite_does_not_mix_figures(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["verify", "--claims", "full-participation", "--seeds", "1", "--quick", "--out", str(out)]) == 0
+    (out / "figures").mkdir(exist_ok=True)
+    (out / "figures" / "old-claim.png").write_bytes(b"x")      # a figure of an earlier report
+    assert main(["verify", "--claims", "full-participation", "--seeds", "1", "--quick", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["verify", "--claims", "full-participation", "--seeds", "1", "--quick", "--out", str(out),
+                 "--overwrite"]) == 0
+    assert not (out / "figures" / "old-claim.png").exists()

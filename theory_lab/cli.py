@@ -156,6 +156,7 @@ def _run_distributed(cfg, args, out, ckpt, progress) -> int:
 
 
 def _cmd_verify(args) -> int:
+    from pathlib import Path
 
     from theory_lab.verify import select, table, verify
 
@@ -178,6 +179,10 @@ def _cmd_verify(args) -> int:
     print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
     rows = verify(ids, args.quick, args.seeds, out, progress=print, llm_model=args.llm_model, llm_lr=args.llm_lr,
                   data_dir=args.data_dir)
+    drawn = {Path(r["figure"]).name for r in rows if r["figure"]}
+    for old in (out / "figures").glob("*.png"):   # --overwrite: an earlier report's figures do not stay
+        if old.name not in drawn:
+            old.unlink()
     print("\n" + table(rows))
     print(f"\nreport: {out / 'report.md'}\njson: {out / 'report.json'}")
     broken = [r["claim"] for r in rows if r["verdict"] == "refuted" and r["should_hold"]]
