@@ -59,6 +59,8 @@ CASES = {
     "decdpo-one-peer-exponential": ('name = "decdpo"\nlr = 1.0', '[topology]\nname = "one_peer_exponential"', 4),
     "scaffold": ('name = "scaffold"\nlocal_steps = 3\nparticipation = 6\nlr = 1.0', "", 2),
     "gradient-tracking": ('name = "gradient_tracking"\nlr = 1.0', '[topology]\nname = "ring"', 2),
+    "feddpo-server-adam": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nlr = 1.0\nserver_opt = "adam"\n'
+                           'server_lr = 0.05', "", 2),
 }
 
 

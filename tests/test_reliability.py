@@ -60,8 +60,10 @@ def table(out):
     return pd.read_csv(Path(out) / "results.csv")
 
 
-def tiny_llm(tmp_path, rounds, log_every, n_clients, participation, personal=""):
-    """A tiny-model LLM config checkpointing every 2 rounds (FedDPO, AdamW)."""
+def tiny_llm(tmp_path, rounds, log_every, n_clients, participation, personal="", algorithm=None):
+    """A tiny-model LLM config checkpointing every 2 rounds (FedDPO, AdamW, unless `algorithm`
+    gives the [algorithm] lines)."""
+    algorithm = algorithm or f'name = "feddpo"\nlocal_steps = 2\nparticipation = {participation}\noptimizer = "adamw"\n'
     path = tmp_path / "llm.toml"
     path.write_text(f"""track = "llm"
 [run]
@@ -79,11 +81,7 @@ max_length = 40
 max_prompt_length = 12
 eval_batch_size = 4
 {personal}[algorithm]
-name = "feddpo"
-local_steps = 2
-participation = {participation}
-batch_size = 2
-optimizer = "adamw"
+{algorithm}batch_size = 2
 lr = 0.01
 """)
     return path
@@ -137,6 +135,25 @@ def test_resume_in_process_is_bit_identical(tmp_path, algorithm):
     assert json.loads((part / "checkpoint" / "meta.json").read_text())["round"] == 50
     (part / "results.csv").unlink()
     assert main(["synthetic", "--resume", str(part), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(table(part)[SAME], table(tmp_path / "full")[SAME])
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+@pytest.mark.parametrize("algorithm", sorted(RESUME_CASES))
+def test_resume_on_the_tiny_llm_is_bit_identical(tmp_path, algorithm):
+    """Every registered algorithm on the LLM track: checkpoint at round 4 of 6, resume, the same table."""
+    kw = {"participation": 0, "q_max": 0, "local_steps": 2, **RESUME_CASES[algorithm]}
+    block = (f'name = "{algorithm}"\nlocal_steps = {kw["local_steps"]}\nparticipation = {kw["participation"] and 2}\n'
+             f'q_max = {kw["q_max"]}\noptimizer = "{kw["optimizer"]}"\n{kw.get("extra", "")}\n')
+    cfg = tiny_llm(tmp_path, rounds=6, log_every=2, n_clients=3, participation=0, algorithm=block)
+    if algorithm in ("decdpo", "gradient_tracking"):
+        cfg.write_text(cfg.read_text() + '[topology]\nname = "ring"\n')
+    assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
+    part = tmp_path / "part"
+    assert main(["llm", "--config", str(cfg), "--out", str(part), "--quiet"]) == 0
+    assert json.loads((part / "checkpoint" / "meta.json").read_text())["round"] == 4
+    (part / "results.csv").unlink()
+    assert main(["llm", "--resume", str(part), "--quiet"]) == 0
     pd.testing.assert_frame_equal(table(part)[SAME], table(tmp_path / "full")[SAME])
 
 

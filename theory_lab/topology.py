@@ -253,6 +253,28 @@ def _load_weights(path: str) -> np.ndarray:
 
 
 def make_topology(cfg: TopologyConfig, n: int) -> Topology:
+    """The communication graph of `n` nodes that `cfg` names, with its mixing matrices.
+
+    Parameters
+    ----------
+    cfg : TopologyConfig
+        The graph's name and options (mixing rule, Erdős–Rényi probability, custom weights, ...).
+    n : int
+        Number of nodes (clients).
+
+    Returns
+    -------
+    Topology
+        The networkx graph, the (possibly time-varying) mixing matrices and their spectrum.
+
+    Examples
+    --------
+    >>> ring = make_topology(TopologyConfig(name="ring"), 8)
+    >>> ring.graph.number_of_edges(), round(ring.spectrum().p, 4)
+    (8, 0.3524)
+    >>> make_topology(TopologyConfig(name="complete"), 8).spectrum().p
+    1.0
+    """
     cfg.validate()
     n = _check_n(n)
     if n == 1:  # a single client: nothing to mix, whatever the topology

@@ -1,0 +1,17 @@
+"""The examples in the public API's docstrings run and hold (bounds, topology, update rules,
+the saved adapter's base reference)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["theory_lab.bounds", "theory_lab.topology", "theory_lab.update_rules", "llm.model"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
