@@ -51,11 +51,28 @@ def _say_once(model, why: str) -> None:
         log.warning("prefix sharing unavailable for %s (%s): log-probs run on full rows", key[0].__name__, why)
 
 
-def _masked_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[rows]: Σ over positions where mask is True of log softmax(logits)[target], in >= float32."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return torch.where(mask, token_logps, torch.zeros_like(token_logps)).sum(-1)
+
+
+def response_window(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):
+    """(input_ids, attention_mask, response_mask, position_ids, start) of rows trimmed for scoring:
+    trailing columns that are padding in every row dropped (exact: causal attention), positions
+    following the attention mask (padding on either side), and `start` the first position whose
+    token is a scored response token (only positions start-1 .. T-1 need the LM head). The one
+    trimming rule of both DPO (sequence_logps) and FedPDPO's personalised head."""
+    attention_mask = attention_mask.to(torch.long)
+    response_mask = response_mask.to(torch.bool) & attention_mask.bool()
+    used = attention_mask.bool().any(0).nonzero()
+    T = max(int(used[-1]) + 1 if len(used) else 0, min(2, input_ids.shape[1]))
+    input_ids, attention_mask, response_mask = input_ids[:, :T], attention_mask[:, :T], response_mask[:, :T]
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp_(min=0)
+    scored = response_mask[:, 1:].any(0).nonzero()
+    start = int(scored[0]) + 1 if len(scored) else T - 1   # first target position
+    return input_ids, attention_mask, response_mask, position_ids, start
 
 
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -64,23 +81,16 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     t+1; a token counts when response_mask is True at its own (target) position. Padding may be on
     either side (positions follow the attention mask). A response token at position 0 has no
     prefix and is not scored. Log-probs are computed in at least float32."""
-    attention_mask = attention_mask.to(torch.long)
-    response_mask = response_mask.to(torch.bool) & attention_mask.bool()
-    # drop trailing columns that are padding in every row: exact (causal attention)
-    used = attention_mask.bool().any(0).nonzero()
-    T = max(int(used[-1]) + 1 if len(used) else 0, min(2, input_ids.shape[1]))
-    input_ids, attention_mask, response_mask = input_ids[:, :T], attention_mask[:, :T], response_mask[:, :T]
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp_(min=0)
-    # only positions that predict a response token need logits (the LM head is a large share of the work)
-    scored = response_mask[:, 1:].any(0).nonzero()
-    start = int(scored[0]) + 1 if len(scored) else T - 1   # first target position
+    input_ids, attention_mask, response_mask, position_ids, start = response_window(
+        input_ids, attention_mask, response_mask)
+    T = input_ids.shape[1]
     kwargs = {"use_cache": False}
     keep = T - start + 1                                     # logits at positions start-1 .. T-1
     if _accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = keep
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs).logits
     logits = logits[:, -keep:-1]                             # positions start-1 .. T-2
-    return _masked_logps(logits, input_ids[:, start:], response_mask[:, start:])
+    return masked_logps(logits, input_ids[:, start:], response_mask[:, start:])
 
 
 def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -142,7 +152,7 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     j = torch.arange(R, device=dev)
     resp_ids = input_ids.gather(1, (p[:, None] + j).clamp_(max=T - 1))
     resp_mask = j < (length - p)[:, None]
-    logps = _masked_logps(first.repeat(2, 1, 1), resp_ids[:, :1], resp_mask[:, :1])
+    logps = masked_logps(first.repeat(2, 1, 1), resp_ids[:, :1], resp_mask[:, :1])
     if R > 1:
         # 2. one copy of each prompt's cache per side, in row order (chosen rows, then rejected)
         cache.batch_select_indices(torch.arange(b, device=dev).repeat(2))
@@ -150,7 +160,7 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
         mask = torch.cat([prompt_mask.repeat(2, 1), resp_mask[:, :R - 1].long()], 1)
         logits = model(input_ids=resp_ids[:, :R - 1], attention_mask=mask, position_ids=p[:, None] + j[:R - 1],
                        use_cache=True, **{cache_arg: cache}).logits                  # predict columns 1 .. R-1
-        logps = logps + _masked_logps(logits, resp_ids[:, 1:], resp_mask[:, 1:])
+        logps = logps + masked_logps(logits, resp_ids[:, 1:], resp_mask[:, 1:])
     return logps[:b], logps[b:]
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from llm.oracle import LLMOracle, _rows
 from llm.personal import PersonalAdamW, PersonalConfig, PersonalModules
-from llm.dpo import dpo_loss, preference_accuracy
+from llm.dpo import dpo_loss, masked_logps, preference_accuracy, response_window
 from llm.model import set_trainable_vector
 
 
@@ -88,27 +88,17 @@ class FedPDPOOracle(LLMOracle):
 
     def _forward(self, tp, idx: torch.Tensor, blocks) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Chosen and rejected log-probs [b] under the personalised policy, and the explicit
-        rewards (chosen [b], rejected [b]) or None; one forward for both responses. The log-probs
-        are computed exactly as llm.dpo.sequence_logps does (same trimming and positions)."""
+        rewards (chosen [b], rejected [b]) or None; one forward for both responses. The trimming,
+        positions and sums are llm.dpo's (response_window, masked_logps), as in sequence_logps;
+        only the head differs (the personal modules sit between the body and the LM head)."""
         _, p = blocks
-        ids, att, resp = _rows(tp, idx)
-        att = att.to(torch.long)
-        resp = resp.to(torch.bool) & att.bool()
-        used = att.bool().any(0).nonzero()
-        T = max(int(used[-1]) + 1 if len(used) else 0, min(2, ids.shape[1]))
-        ids, att, resp = ids[:, :T], att[:, :T], resp[:, :T]
-        position_ids = (att.cumsum(-1) - 1).clamp_(min=0)
-        scored = resp[:, 1:].any(0).nonzero()
-        start = int(scored[0]) + 1 if len(scored) else T - 1
+        ids, att, resp, position_ids, start = response_window(*_rows(tp, idx))
         h = self.body(input_ids=ids, attention_mask=att, position_ids=position_ids,
                       use_cache=False).last_hidden_state[:, start - 1:]     # positions start-1 .. T-1
         h = self.modules.adapt(p, h)
         reward = self.modules.reward(p, h, resp[:, start - 1:])
         logits = self.head(self.modules.head_input(p, h[:, :-1]))          # predict tokens start .. T-1
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        targets = ids[:, start:]
-        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        logps = torch.where(resp[:, start:], token_logps, torch.zeros_like(token_logps)).sum(-1)
+        logps = masked_logps(logits, ids[:, start:], resp[:, start:])
         n = len(idx)
         rewards = None if reward is None else (reward[:n].to(logps), reward[n:].to(logps))
         return logps[:n], logps[n:], rewards
