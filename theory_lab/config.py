@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import json
 import math
 import tomllib
 import types
@@ -215,6 +216,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             raise ConfigError(f"--set {key.strip()}", f"invalid TOML value {raw!r} ({err})") from None
         value = raw   # a bare word: algorithm.name=feddpo
     return key.strip().split("."), value
+
+
+def toml_value(value: Any) -> str:
+    """A config value back as TOML text (the inverse of parse_override's value), for overrides
+    built from sweep grids and predict candidates."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)   # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(float(value)) if isinstance(value, float) else str(value)
 
 
 def apply_override(data: dict, path: list[str], value: Any) -> None:

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from theory_lab import bounds
-from theory_lab.config import ExperimentConfig, build_config, read_toml, to_dict
+from theory_lab.config import ExperimentConfig, build_config, read_toml, to_dict, toml_value
 from theory_lab.errors import ConfigError, LabError
 from theory_lab.estimate import (NAMES, Estimates, HessianOps, comparison, estimate_constants,
                                  exact_values, largest_eig)
@@ -335,16 +335,6 @@ def parse_candidates(specs: list[str]) -> list[dict]:
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
-
-
 def _label(point: dict) -> str:
     """{"algorithm.local_steps": 3, "topology.name": "ring"} -> "local_steps=3 topology=ring"."""
     def short(key):
@@ -382,7 +372,7 @@ def predict(data: dict, overrides: list[str] = (), candidates: list[dict] | None
     models = {} if models is None else models
     rows = []
     for point in candidates:
-        cfg = build_config(data, [*(f"{k}={_toml(v)}" for k, v in point.items()), *overrides])
+        cfg = build_config(data, [*(f"{k}={toml_value(v)}" for k, v in point.items()), *overrides])
         key = _problem_key(cfg)
         if key not in models:
             b = cfg.algorithm.batch_size or 8
@@ -441,15 +431,15 @@ def _run_configs(table: pd.DataFrame, manifest: dict) -> list[tuple[int, dict, l
     out = []
     for rid in ids:
         sub = table[table["run_id"] == rid] if "run_id" in table else table
-        over = [f"{k}={_toml(v)}" for k, v in runs.get(rid, {}).items()]
+        over = [f"{k}={toml_value(v)}" for k, v in runs.get(rid, {}).items()]
         first = sub.iloc[0]
         for col, key in _TABLE_FIELDS.items():
             if col in sub and pd.notna(first[col]):
                 v = first[col]
                 v = v.item() if hasattr(v, "item") else v
-                over.append(f"{key}={_toml(v)}")
+                over.append(f"{key}={toml_value(v)}")
         if "topology" in sub and first["topology"] not in ("server", "none"):
-            over.append(f"topology.name={_toml(str(first['topology']))}")
+            over.append(f"topology.name={toml_value(str(first['topology']))}")
         out.append((int(rid), base, over))
     return out
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from theory_lab.checkpoint import config_hash
-from theory_lab.config import build_config, to_dict
+from theory_lab.config import build_config, to_dict, toml_value
 from theory_lab.results import SWEEP, atomic_write_text, jsonable, read_results, write_results
 from theory_lab.errors import ConfigError
 from theory_lab.runner import RunResult, run
@@ -71,7 +71,7 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
     start = time.perf_counter()
     with _load_models_once(data):  # LLM points share one loaded base model (deep copies)
         for i, point in enumerate(points):
-            point_overrides = [f"{k}={_toml(v)}" for k, v in point.items()]
+            point_overrides = [f"{k}={toml_value(v)}" for k, v in point.items()]
             cfg = build_config(data, [*point_overrides, *overrides])
             label = f"[{i + 1}/{len(points)}] " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
             point_dir = Path(out_dir) / "points" / f"{i:03d}" if out_dir else None
@@ -118,14 +118,3 @@ def _run_point(cfg, run_id: int, point_dir: Path | None, resume: bool, progress,
     result.table["run_id"] = run_id
     write_results(point_dir, result.table, result.manifest)
     return result
-
-
-def _toml(value) -> str:
-    """A grid value back as TOML text for an override."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(float(value)) if isinstance(value, float) else str(value)

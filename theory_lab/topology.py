@@ -17,6 +17,7 @@ import scipy.linalg
 import scipy.sparse.csgraph
 
 from theory_lab.errors import ConfigError
+from theory_lab.results import atomic_write
 
 NAMES = ("complete", "ring", "path", "star", "torus", "hypercube", "exponential",
          "one_peer_exponential", "erdos_renyi", "geometric", "lazy_complete", "custom")
@@ -351,9 +352,5 @@ def draw(topology: Topology, path: str | os.PathLike) -> None:
     ax.set_title(f"{name}, n={topology.n}, p=1-rho^2={topology.spectrum(0).p:.4g}")
     ax.set_axis_off()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png",
+                                               bbox_inches="tight"))
