@@ -68,13 +68,13 @@ def test_drift_floor_exact_hand_computed():
 
 
 def test_staleness_hand_computed():
-    assert bd.mean_delay(4) == 2.0 and bd.mean_delay(4, "fixed") == 4.0
+    assert bd.mean_delay(4) == 2.0 and bd.mean_delay(4, "max") == 4.0
     # delta: 0.01 * (1 + eta E kappa qbar) = 0.01 * (1 + 0.1*1*2*2) ; model: 0.01 / (1 + 2) with many
     # clients, 0.01 / (1 + 2 (1 - 1/4)) with 4 equal ones (random-delay fluctuation)
     assert bd.staleness_floor(0.1, 4, 0.01, 2.0) == pytest.approx(0.014)
-    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model") == pytest.approx(0.01 / 3)
-    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model", sum_w2=0.25) == pytest.approx(0.01 / 2.5)
-    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model", delay="fixed") == pytest.approx(0.01)
+    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model_average") == pytest.approx(0.01 / 3)
+    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model_average", sum_w2=0.25) == pytest.approx(0.01 / 2.5)
+    assert bd.staleness_floor(0.1, 4, 0.01, 2.0, rule="model_average", delay="max") == pytest.approx(0.01)
     assert bd.staleness_floor(0.1, 0, 0.01, 2.0) == pytest.approx(0.01)
     # stability limit: 2 sin(pi/2)/L = 2/L at q = 0 ; 2 sin(pi/6)/L = 1/L at q = 1
     assert bd.delayed_step_limit(2.0, 0) == pytest.approx(1.0)
@@ -221,7 +221,7 @@ def test_monotonicity():
     assert np.all(np.diff(bd.consensus_noise(0.05, 1.0, 2, p)) < 0)
     q = np.arange(0, 6)
     assert np.all(np.diff(bd.staleness_floor(0.05, q, 0.01, 2.0)) > 0)
-    assert np.all(np.diff(bd.staleness_floor(0.05, q, 0.01, 2.0, rule="model")) < 0)
+    assert np.all(np.diff(bd.staleness_floor(0.05, q, 0.01, 2.0, rule="model_average")) < 0)
     # asymptotics: consensus_heterogeneity ~ 4 eta^2 tau^2 zeta2 / p^2 as p -> 0
     assert bd.consensus_heterogeneity(0.1, 1.0, 1e-4) * 1e-8 / (4 * 0.01) == pytest.approx(1.0, rel=1e-3)
 
@@ -391,7 +391,7 @@ def test_staleness_floor_matches_exact_delay_models():
         coefs[q] -= gamma * h
         Fq = h * _delay_variance(coefs, gamma) / 2
         assert (Fq - F0) / (base * gamma * h * q) == pytest.approx(1.0, rel=0.05)
-        assert Fq == pytest.approx(bd.staleness_floor(gamma, q, base, h, delay="fixed"), rel=0.01)
+        assert Fq == pytest.approx(bd.staleness_floor(gamma, q, base, h, delay="max"), rel=0.01)
         assert Fq == pytest.approx(h / 2 * gamma**2 * bd.delayed_variance(1.0, -gamma * h, np.eye(q + 1)[q],
                                                                           np.zeros((q + 1, q + 1))), rel=1e-9)
         # model rule, half the clients fresh and half q rounds stale, a fixed pattern: the slow mode

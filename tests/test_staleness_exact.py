@@ -28,7 +28,7 @@ def simulate(eta, q, rule, *, E=1, eta_g=1.0, weights=W, chains=400, rounds=3000
         x = start
         for _ in range(E):
             x = x - eta * (x @ H + rng.standard_normal((chains, n, d)) @ chol.T)
-        if rule == "model":
+        if rule == "model_average":
             new = hist[0] + eta_g * (np.einsum("i,cid->cd", weights, x) - hist[0])
         else:
             new = hist[0] + eta_g * np.einsum("i,cid->cd", weights, x - start)
@@ -38,7 +38,7 @@ def simulate(eta, q, rule, *, E=1, eta_g=1.0, weights=W, chains=400, rounds=3000
     return total / (rounds - burn)
 
 
-@pytest.mark.parametrize("rule", ["model", "delta"])
+@pytest.mark.parametrize("rule", ["model_average", "delta"])
 @pytest.mark.parametrize("q", [1, 4, 8])
 def test_exact_staleness_matches_monte_carlo(rule, q):
     eta = 0.2
@@ -48,7 +48,7 @@ def test_exact_staleness_matches_monte_carlo(rule, q):
 
 def test_exact_staleness_local_steps_server_step_and_unequal_weights():
     w = np.array([0.3, 0.2, 0.2, 0.1, 0.1, 0.1])
-    for rule in ("model", "delta"):
+    for rule in ("model_average", "delta"):
         exact = bd.staleness_floor_exact(0.1, H, C_CLIENT * (w @ w), 3, w, E=3, eta_g=0.7, rule=rule)
         assert simulate(0.1, 3, rule, E=3, eta_g=0.7, weights=w, chains=300) == pytest.approx(exact, rel=0.05)
 
@@ -79,20 +79,20 @@ def test_leading_order_forms_are_the_small_step_limit_of_the_exact_model():
     base = bd.staleness_floor_exact(gamma, H, C, 0, W)
     assert base == pytest.approx(bd.sgd_noise_floor(gamma, np.trace(C)), rel=1e-3)
     for q in (2, 6):
-        model = bd.staleness_floor(gamma, q, base, None, rule="model", sum_w2=W @ W)
+        model = bd.staleness_floor(gamma, q, base, None, rule="model_average", sum_w2=W @ W)
         delta = bd.staleness_floor(gamma, q, base, bd.noise_curvature(H, C), rule="delta")
-        assert bd.staleness_floor_exact(gamma, H, C, q, W, rule="model") == pytest.approx(model, rel=1e-3)
+        assert bd.staleness_floor_exact(gamma, H, C, q, W, rule="model_average") == pytest.approx(model, rel=1e-3)
         assert bd.staleness_floor_exact(gamma, H, C, q, W, rule="delta") == pytest.approx(delta, rel=1e-4)
 
 
 def test_equal_delays_decouple_and_instability_is_reported():
     C = C_CLIENT * (W @ W)
     base = bd.staleness_floor_exact(0.2, H, C, 0, W)
-    assert bd.staleness_floor_exact(0.2, H, C, 5, W, delay="fixed") == pytest.approx(base, rel=1e-9)
-    assert bd.staleness_model_factor(5, 1 / 8, delay="fixed") == pytest.approx(1.0, rel=1e-9)
+    assert bd.staleness_floor_exact(0.2, H, C, 5, W, delay="max") == pytest.approx(base, rel=1e-9)
+    assert bd.staleness_model_factor(5, 1 / 8, delay="max") == pytest.approx(1.0, rel=1e-9)
     # delta rule, fixed delay 2: stable only for gamma h < 2 sin(pi/10) = 0.618
-    assert np.isfinite(bd.staleness_floor_exact(0.6, H, C, 2, W, rule="delta", delay="fixed"))
-    assert bd.staleness_floor_exact(0.64, H, C, 2, W, rule="delta", delay="fixed") == np.inf
+    assert np.isfinite(bd.staleness_floor_exact(0.6, H, C, 2, W, rule="delta", delay="max"))
+    assert bd.staleness_floor_exact(0.64, H, C, 2, W, rule="delta", delay="max") == np.inf
 
 
 def test_lag_weight_moments_match_sampling():

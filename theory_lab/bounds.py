@@ -307,20 +307,20 @@ def drift_fixed_point_quadratic(eta, E, hessians, centers, weights=None) -> np.n
 
 
 def mean_delay(q_max, delay: str = "uniform") -> ArrayLike:
-    """Mean staleness q_bar: 'uniform' on {0, ..., q_max} gives q_max/2; 'fixed' gives q_max."""
+    """Mean staleness q_bar: 'uniform' on {0, ..., q_max} gives q_max/2; 'max' gives q_max."""
     q = np.asarray(q_max, dtype=float)
     if delay == "uniform":
         return _ret(q / 2.0)
-    if delay == "fixed":
+    if delay == "max":
         return _ret(q)
-    raise ConfigError("delay", f"must be 'uniform' or 'fixed', got {delay!r}")
+    raise ConfigError("delay", f"must be 'uniform' or 'max', got {delay!r}")
 
 
 def lag_weight_moments(q_max: int, weights, delay: str = "uniform") -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the random lag weights of one round of FedDPO with delays.
 
     Each participant i (aggregation weight w_i) draws its own delay d_i every round, independently
-    (`FedDPO.start_models`): uniform on {0, ..., q_max}, or d_i = q_max for delay='fixed'. The server
+    (`FedDPO.start_models`): uniform on {0, ..., q_max}, or d_i = q_max for delay='max'. The server
     then sees the lag weights pi_j = sum_i w_i 1[d_i = j], j = 0..q_max, whose mean is the delay
     distribution p and whose covariance is (sum_i w_i^2) (diag(p) - p p^T).
 
@@ -336,12 +336,12 @@ def lag_weight_moments(q_max: int, weights, delay: str = "uniform") -> tuple[np.
     w = np.asarray(weights, dtype=float)
     if q < 0:
         raise ConfigError("q_max", f"must be >= 0, got {q_max!r}")
-    if delay == "fixed":
+    if delay == "max":
         p = np.zeros(q + 1)
         p[q] = 1.0
         return p, np.zeros((q + 1, q + 1))
     if delay != "uniform":
-        raise ConfigError("delay", f"must be 'uniform' or 'fixed', got {delay!r}")
+        raise ConfigError("delay", f"must be 'uniform' or 'max', got {delay!r}")
     p = np.full(q + 1, 1.0 / (q + 1))
     return p, float(w @ w / w.sum() ** 2) * (np.diag(p) - np.outer(p, p))
 
@@ -389,16 +389,16 @@ def delayed_variance(c: float, k: float, lag_mean, lag_cov) -> float:
 
 def _stale_coefficients(rule: str, m_E: float, eta_g: float) -> tuple[float, float]:
     """(c, k) of one round on a curvature direction, m_E = (1 - eta h)^E (E local steps).
-    model rule: theta+ = (1 - eta_g) theta + eta_g sum_j pi_j m_E theta_{t-j};
+    model_average rule: theta+ = (1 - eta_g) theta + eta_g sum_j pi_j m_E theta_{t-j};
     delta rule: theta+ = theta - eta_g (1 - m_E) sum_j pi_j theta_{t-j}."""
-    if rule == "model":
+    if rule == "model_average":
         return 1.0 - eta_g, eta_g * m_E
     if rule == "delta":
         return 1.0, -eta_g * (1.0 - m_E)
-    raise ConfigError("rule", f"must be 'delta' or 'model', got {rule!r}")
+    raise ConfigError("rule", f"must be 'delta' or 'model_average', got {rule!r}")
 
 
-def staleness_floor_exact(eta, hessian, noise_cov, q_max, weights, *, E=1, eta_g=1.0, rule="model",
+def staleness_floor_exact(eta, hessian, noise_cov, q_max, weights, *, E=1, eta_g=1.0, rule="model_average",
                           delay="uniform", sample_cov=None, metric="subopt") -> float:
     """Stationary error of FedDPO with independent per-client random delays, exact for the quadratic
     model (global Hessian H at theta*, Gaussian-free: only second moments enter; theory.md 3.4).
@@ -408,7 +408,7 @@ def staleness_floor_exact(eta, hessian, noise_cov, q_max, weights, *, E=1, eta_g
     eta, eta_g, E : local step, server step, local steps per round
     hessian : [d, d] H = hess f(theta*)
     noise_cov : [d, d] covariance of the aggregated per-step gradient noise, sum_i w_i^2 Cov_i / b
-    q_max, delay : delays uniform on {0..q_max} per client and round, or all equal to q_max ('fixed')
+    q_max, delay : delays uniform on {0..q_max} per client and round, or all equal to q_max ('max')
     weights : aggregation weights of the participants (normalised here)
     rule : 'model' (server averages the returned models) or 'delta' (applies the averaged deltas)
     sample_cov : [d, d] covariance of the participants' mean heterogeneity gradient under partial
@@ -466,7 +466,7 @@ def staleness_model_factor(q_max, sum_w2, *, eta_g=1.0, delay="uniform", small=1
     as the ratio of `delayed_variance` at eta h = `small`; relative error O(small).
     For eta_g = 1 and uniform delays it equals 1 / (1 + q_bar (1 - sum_w2)) (found from this
     computation and checked to 1e-6 in tests/test_staleness_exact.py; q_bar = q_max / 2).
-    All clients equally late (delay='fixed') give exactly 1: the q + 1 interleaved chains decouple.
+    All clients equally late (delay='max') give exactly 1: the q + 1 interleaved chains decouple.
 
     >>> round(staleness_model_factor(2, 0.0), 4)    # infinitely many clients: 1 / (1 + 1)
     0.5
@@ -474,7 +474,7 @@ def staleness_model_factor(q_max, sum_w2, *, eta_g=1.0, delay="uniform", small=1
     0.3636
     """
     p, cov = lag_weight_moments(q_max, [1.0], delay)
-    c, k = _stale_coefficients("model", 1.0 - small, eta_g)
+    c, k = _stale_coefficients("model_average", 1.0 - small, eta_g)
     return delayed_variance(c, k, p, float(sum_w2) * cov) / delayed_variance(c, k, [1.0], [[0.0]])
 
 
@@ -495,7 +495,7 @@ def staleness_floor(eta, q_max, base_floor, curvature, *, E=1, eta_g=1.0, rule="
     rule='model' (server averages the returned stale models: the Jiang'26 code):
         floor(q) = base_floor * staleness_model_factor(q_max, sum_w2)
       decreasing in q_max: 1/(1 + q_bar) for many participants (sum_w2 -> 0), times the
-      random-delay fluctuation 1/(1 - sum_w2 D_q) (D_q = O(q)); 1 for delay='fixed'.
+      random-delay fluctuation 1/(1 - sum_w2 D_q) (D_q = O(q)); 1 for delay='max'.
       `curvature` is not used.
     Source: Jiang'26 (gap ~ linear in q_max, for its own analysis); both formulas are ours.
     """
@@ -504,12 +504,12 @@ def staleness_floor(eta, q_max, base_floor, curvature, *, E=1, eta_g=1.0, rule="
         qbar = np.asarray(mean_delay(q_max, delay), dtype=float)
         gamma = np.asarray(eta, dtype=float) * np.asarray(eta_g, dtype=float) * np.asarray(E, dtype=float)
         return _ret(base * (1.0 + gamma * np.asarray(curvature, dtype=float) * qbar))
-    if rule == "model":
+    if rule == "model_average":
         q = np.asarray(q_max)
         factor = np.vectorize(lambda qq: staleness_model_factor(int(qq), sum_w2, eta_g=float(eta_g),
                                                                 delay=delay))(q)
         return _ret(base * factor)
-    raise ConfigError("rule", f"must be 'delta' or 'model', got {rule!r}")
+    raise ConfigError("rule", f"must be 'delta' or 'model_average', got {rule!r}")
 
 
 def delayed_step_limit(L, q) -> ArrayLike:

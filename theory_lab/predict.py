@@ -166,14 +166,6 @@ def noise_trace(model: Model, b: int, participants: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------- one candidate
 
-def _delay(a) -> str:
-    return "fixed" if a.delay == "max" else "uniform"
-
-
-def _rule(a) -> str:
-    return "delta" if a.stale_rule == "delta" else "model"
-
-
 # the algorithms this module has a model for (a registered plug-in gets one clear line instead)
 PREDICTABLE = ("centralized", "feddpo", "fedprox", "scaffold", "decdpo", "gradient_tracking")
 
@@ -253,19 +245,19 @@ def predict_config(cfg: ExperimentConfig, model: Model, topology=None) -> dict:
         # delta rule: L* stands in for tr(H C)/tr(C) (no noise covariance here): an upper bound
         sum_w2 = 1.0 / S if S < N else (model.weights**2).sum(-1)
         stale = np.asarray(bounds.staleness_floor(eta, a.q_max, base, model.L_opt, E=E, eta_g=eta_g,
-                                                  rule=_rule(a), delay=_delay(a), sum_w2=np.mean(sum_w2)),
+                                                  rule=a.stale_rule, delay=a.delay, sum_w2=np.mean(sum_w2)),
                            dtype=float)
         terms["staleness"] = stale - base
         base = stale
-        if _rule(a) == "delta":
+        if a.stale_rule == "delta":
             limit = np.asarray(bounds.delayed_step_limit(model.L_opt, a.q_max), dtype=float)
             if np.any(eta * eta_g * E >= limit):
                 notes.append("eta eta_g E above the delayed-step stability limit")
     floor = terms["drift"] + base
     floor = np.where(np.abs(floor) <= 1e-14 * np.abs(model.F0), 0.0, floor)  # round-off: exactly 0
     rho = np.maximum(factor(model.mu), factor(model.L_opt))
-    if a.q_max > 0 and _rule(a) == "model":
-        rho = rho ** (1.0 / (1.0 + float(bounds.mean_delay(a.q_max, _delay(a)))))
+    if a.q_max > 0 and a.stale_rule == "model_average":
+        rho = rho ** (1.0 / (1.0 + float(bounds.mean_delay(a.q_max, a.delay))))
     if np.any(eta * model.L >= 2.0):
         notes.append(f"lr >= 2/L = {2.0 / float(model.L.max()):.3g}: may diverge from theta_0")
     floor = np.where(rho >= 1.0, np.inf, floor)           # unstable at the optimum: diverges

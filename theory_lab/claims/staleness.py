@@ -30,7 +30,6 @@ from theory_lab.runner import make_oracle
 
 EXACT = {"lr": 0.4, "batch": 2, "tail": 0.6, "qs": (1, 2, 4, 8),
          "quick": {"rounds": 2000, "replicas": 32}, "full": {"rounds": 4000, "replicas": 64}}
-_RULE = {"model_average": "model", "delta": "delta"}
 
 
 def exact_predictions(cfg: dict, qs, seeds: int) -> dict:
@@ -46,7 +45,7 @@ def exact_predictions(cfg: dict, qs, seeds: int) -> dict:
     H = oracle.global_hessian(c.theta_star).numpy()
     w = oracle.weights.numpy()
     C = np.einsum("sn,snpq->spq", w**2, gradient_noise_covariance(oracle, c.theta_star).numpy()) / a["batch_size"]
-    floors_ = np.array([[bounds.staleness_floor_exact(a["lr"], H[s], C[s], q, w[s], rule=_RULE[a["stale_rule"]])
+    floors_ = np.array([[bounds.staleness_floor_exact(a["lr"], H[s], C[s], q, w[s], rule=a["stale_rule"])
                          for s in range(seeds)] for q in (0, *qs)])
     kappa = np.array([bounds.noise_curvature(H[s], C[s]) for s in range(seeds)])
     return {"floors": floors_[1:], "base": floors_[0], "L": c.L.numpy(), "kappa": kappa}
