@@ -21,6 +21,9 @@ def _logged(values) -> np.ndarray:
     return v[~np.isnan(v)]
 
 
+TAIL = 0.25   # the default tail fraction of a floor, for every caller (claims, figures, predict)
+
+
 def _tail(values, tail: float) -> np.ndarray:
     if not 0.0 < tail <= 1.0:
         raise ValueError(f"tail must be in (0, 1], got {tail}")
@@ -30,7 +33,7 @@ def _tail(values, tail: float) -> np.ndarray:
     return v[-max(1, math.ceil(tail * v.size)):]
 
 
-def plateau(values: np.ndarray, tail: float = 0.2) -> float:
+def plateau(values: np.ndarray, tail: float = TAIL) -> float:
     """Floor of a converged curve: mean of the last `tail` fraction of logged rounds.
 
     For a stochastic curve that oscillates around its stationary level the tail mean is the
@@ -40,7 +43,7 @@ def plateau(values: np.ndarray, tail: float = 0.2) -> float:
     return float(t.mean()) if t.size else float("nan")
 
 
-def is_stationary(values: np.ndarray, tail: float = 0.2, rtol: float = 0.05,
+def is_stationary(values: np.ndarray, tail: float = TAIL, rtol: float = 0.05,
                   atol: float = 0.0) -> bool:
     """True when the two halves of the tail have means within `rtol` (relative) of each other.
 
@@ -56,7 +59,7 @@ def is_stationary(values: np.ndarray, tail: float = 0.2, rtol: float = 0.05,
     return bool(abs(m1 - m2) <= atol + rtol * max(abs(m1), abs(m2)))
 
 
-def floors_by(df: pd.DataFrame, metric: str, by: Sequence[str], tail: float = 0.2,
+def floors_by(df: pd.DataFrame, metric: str, by: Sequence[str], tail: float = TAIL,
               rtol: float = 0.05) -> pd.DataFrame:
     """One row per (config group, seed): columns `by` (+ `seed`), `floor`, `stationary`, `n_rounds`.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import floors_by
+from analysis import TAIL, floors_by
 
 N_BOOT = 1000  # bootstrap resamples of every fit drawn (analysis.fits default); tests lower it
 
@@ -38,7 +38,7 @@ def add_method(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def seed_floors(table: pd.DataFrame, metric: str, by, tail: float = 0.25) -> pd.DataFrame:
+def seed_floors(table: pd.DataFrame, metric: str, by, tail: float = TAIL) -> pd.DataFrame:
     """One row per (group, seed): the stationary level of `metric` (tail mean over logged rounds)."""
     return floors_by(table, metric, list(by) if not isinstance(by, str) else [by], tail=tail)
 

@@ -5,7 +5,7 @@ gradient-noise covariance the exact staleness model uses (docs/theory.md §3.4, 
 import torch
 
 from synthetic.constants import gradient_noise_covariance
-from theory_lab.claims.federated import PROBLEM
+from theory_lab.claims.base import PROBLEM
 from theory_lab.config import build_config
 from theory_lab.runner import make_oracle
 

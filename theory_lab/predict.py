@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis import TAIL
 from theory_lab import bounds
 from theory_lab.config import ExperimentConfig, build_config, read_toml, to_dict, toml_value
 from theory_lab.errors import ConfigError, LabError
@@ -436,7 +437,7 @@ def _run_configs(table: pd.DataFrame, manifest: dict) -> list[tuple[int, dict, l
     return out
 
 
-def compare(results_dir, eps: float | None = None, tail: float = 0.25, source: str = "auto",
+def compare(results_dir, eps: float | None = None, tail: float = TAIL, source: str = "auto",
             **estimate_kw) -> pd.DataFrame:
     """Observed vs predicted, one row per run of a results directory (`theory-lab synthetic|sweep
     --out DIR`): observed floor (tail mean of subopt, mean over seeds) vs the predicted floor, and
@@ -611,6 +612,6 @@ def add_parsers(subparsers) -> None:
                    help="candidate values of a config field (repeatable: the cartesian product)")
     p.add_argument("--source", default="auto", choices=("auto", "exact", "estimated"),
                    help="constants: exact (synthetic), estimated, or auto")
-    p.add_argument("--tail", type=float, default=0.25, help="tail fraction for the observed floor")
+    p.add_argument("--tail", type=float, default=TAIL, help=f"tail fraction for the observed floor (default {TAIL})")
     common(p)
     p.set_defaults(func=cmd_predict)

@@ -47,7 +47,7 @@ from typing import Callable
 
 import numpy as np
 
-from analysis import FitResult, RatioFit, Verdict, decide, floors_by, judge_ratio, ratio_fit
+from analysis import TAIL, FitResult, RatioFit, Verdict, decide, floors_by, judge_ratio, ratio_fit
 from theory_lab.runner import RunResult
 from theory_lab.sweep import run_sweep
 
@@ -168,6 +168,11 @@ def fit_text(fit) -> str:
 
 REGISTRY: dict[str, Claim] = {}
 
+# The synthetic problem of the floor and consensus claims: floors are measured from the optimum
+# (init = "optimum": no transient to wait out); l2 > 0 keeps it well conditioned.
+PROBLEM = {"n_clients": 8, "pairs_per_client": 60, "heldout_pairs": 20, "dim": 5, "n_contexts": 10,
+           "heterogeneity": 2.0, "dirichlet_alpha": 0.3, "l2": 0.05, "init": "optimum"}
+
 
 def claim(id: str, *, statement: str, source: str, metric: str, regime: str, predicted: str,
           tolerance: float, should_hold: bool = True, track: str = "synthetic", params: dict | None = None,
@@ -233,7 +238,7 @@ class Context:
         return str(path)
 
 
-def floors(table, metric: str, tail: float = 0.25):
+def floors(table, metric: str, tail: float = TAIL):
     """Per (run_id, seed): the stationary level of `metric` (tail mean) and a stationarity flag."""
     return floors_by(table, metric, ["run_id"], tail=tail)
 

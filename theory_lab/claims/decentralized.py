@@ -17,13 +17,11 @@ import numpy as np
 from analysis import judge_exponent, judge_ordering, judge_ratio, loglog_slope, ratio_fit
 from analysis.verdict import Verdict
 from theory_lab.bounds import consensus_heterogeneity, consensus_noise, spectral_consensus
-from theory_lab.claims.base import (Claim, Context, Control, Outcome, Small, ci_text, claim, combine,
+from theory_lab.claims.base import (PROBLEM, Claim, Context, Control, Outcome, Small, ci_text, claim, combine,
                                     constant_per_seed, floors, within_seed)
 from theory_lab.claims.federated import slope_claim
 from theory_lab.topology import TopologyConfig, make_topology
 
-PROBLEM = {"n_clients": 8, "pairs_per_client": 60, "heldout_pairs": 20, "dim": 5, "n_contexts": 10,
-           "heterogeneity": 2.0, "dirichlet_alpha": 0.3, "l2": 0.05, "init": "optimum"}
 ORDER = ["complete", "exponential", "torus", "ring", "path"]
 
 

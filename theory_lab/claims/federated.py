@@ -16,11 +16,9 @@ from analysis import judge_exponent, judge_identical, loglog_slope
 from theory_lab import bounds
 from theory_lab.config import build_config
 from theory_lab.runner import make_oracle
-from theory_lab.claims.base import (Claim, Context, Control, Outcome, Small, claim, combine, constant_per_seed, floors,
-                                    plot_fit, within_seed)
+from theory_lab.claims.base import (PROBLEM, Claim, Context, Control, Outcome, Small, claim, combine,
+                                    constant_per_seed, floors, plot_fit, within_seed)
 
-PROBLEM = {"n_clients": 8, "pairs_per_client": 60, "heldout_pairs": 20, "dim": 5, "n_contexts": 10,
-           "heterogeneity": 2.0, "dirichlet_alpha": 0.3, "l2": 0.05, "init": "optimum"}
 
 
 def base(rounds: int, **algorithm) -> dict:

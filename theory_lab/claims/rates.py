@@ -11,7 +11,8 @@ from analysis.verdict import Verdict
 from theory_lab import bounds
 from theory_lab.algorithms import make_algorithm
 from theory_lab.claims.base import Claim, Context, Control, Outcome, claim, plot_fit, within_seed
-from theory_lab.claims.federated import PROBLEM, base
+from theory_lab.claims.base import PROBLEM
+from theory_lab.claims.federated import base
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import build_config
 from theory_lab.runner import make_oracle
