@@ -26,6 +26,7 @@ class LLMConfig:
     heldout_per_client: int = 40
     partition: str = "iid"          # iid, dirichlet (over labels / topic clusters), natural
     dirichlet_alpha: float = 0.5
+    conflict: float = 0.0           # preference conflict: 0 shared preferences .. 1 half the clients opposed
     beta: float = 0.2
     loss_type: str = "sigmoid"
     max_length: int = 64
@@ -57,6 +58,7 @@ class LLMConfig:
             need(bool(self.datasets) and len(self.datasets) == self.n_clients, "datasets",
                  f"the natural partition needs one data set per client ({self.n_clients})")
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
+        need(0.0 <= self.conflict <= 1.0, "conflict", f"must be in [0, 1], got {self.conflict}")
         need(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         need(self.loss_type in LOSS_TYPES, "loss_type", f"must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         need(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")

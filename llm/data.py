@@ -45,7 +45,7 @@ import torch
 from scipy.cluster.vq import kmeans2
 
 from llm.config import DATA_DIR_ENV, DATASETS, LLMConfig
-from llm.partition import partition
+from llm.partition import opposed_clients, partition, preference_conflict
 from theory_lab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -392,7 +392,18 @@ def client_data(cfg: LLMConfig) -> tuple[list[list[PreferencePair]], list[list[P
         clients = partition(pool, cfg.n_clients, cfg.partition, alpha=cfg.dirichlet_alpha,
                             sizes=per_client, seed=cfg.seed)
     n = cfg.pairs_per_client
-    return [c[:n] for c in clients], [c[n:] for c in clients]
+    train, heldout = [c[:n] for c in clients], [c[n:] for c in clients]
+    if cfg.conflict:   # preference conflict: the same pairs, some clients' labels reversed (train and held-out)
+        opposed = opposed_clients(len(clients), cfg.seed)
+        train = preference_conflict(train, cfg.conflict, opposed, (cfg.seed, 0))
+        heldout = preference_conflict(heldout, cfg.conflict, opposed, (cfg.seed, 1))
+    return train, heldout
+
+
+def data_summary(cfg: LLMConfig) -> dict:
+    """What the manifest records of the client data beyond the config: the clients whose
+    preferences the conflict knob reverses (empty without conflict)."""
+    return {"opposed_clients": opposed_clients(cfg.n_clients, cfg.seed)} if cfg.conflict else {}
 
 
 # ---------------------------------------------------------------------------------- tokenization

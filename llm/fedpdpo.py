@@ -290,7 +290,7 @@ class FedPDPOOracle(LLMOracle):
 
 def build_fedpdpo_oracle(cfg, personal: PersonalConfig | None = None) -> FedPDPOOracle:
     """LLMConfig (+ its `personal` section) -> data per client, the model with LoRA, the oracle."""
-    from llm.data import client_data, tokenize_pairs
+    from llm.data import client_data, data_summary, tokenize_pairs
     from llm.model import add_lora, load_model, resolve_device
 
     personal = personal or getattr(cfg, "personal", None) or PersonalConfig(enabled=True)
@@ -304,8 +304,10 @@ def build_fedpdpo_oracle(cfg, personal: PersonalConfig | None = None) -> FedPDPO
     def tok(pairs):
         return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
-    return FedPDPOOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs], cfg.beta,
-                         personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed)
+    oracle = FedPDPOOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs], cfg.beta,
+                           personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed)
+    oracle.data_summary = data_summary(cfg)
+    return oracle
 
 
 __all__ = ["FedPDPOOracle", "build_fedpdpo_oracle"]

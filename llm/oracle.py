@@ -252,7 +252,7 @@ class LLMOracle:
 
 def build_llm_oracle(cfg) -> LLMOracle:
     """LLMConfig -> data per client, the model loaded once with LoRA, the oracle."""
-    from llm.data import client_data, tokenize_pairs
+    from llm.data import client_data, data_summary, tokenize_pairs
 
     cfg.validate()
     if cfg.personal.enabled:  # FedPDPO: shared LoRA in the stack, personal modules inside the oracle
@@ -267,5 +267,7 @@ def build_llm_oracle(cfg) -> LLMOracle:
     def tok(pairs):
         return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
-    return LLMOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs],
-                     cfg.beta, cfg.loss_type, cfg.eval_batch_size, device)
+    oracle = LLMOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs],
+                       cfg.beta, cfg.loss_type, cfg.eval_batch_size, device)
+    oracle.data_summary = data_summary(cfg)
+    return oracle

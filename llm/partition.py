@@ -10,6 +10,7 @@ sets and lives in `llm.data.client_data`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -97,3 +98,36 @@ def _dirichlet(pairs: Sequence[P], counts: list[int], alpha: float, rng: np.rand
         left -= want
         clients.append(rng.permutation(idx))
     return clients
+
+
+def opposed_clients(n_clients: int, seed) -> list[int]:
+    """The ⌊N/2⌋ clients whose preferences the conflict knob reverses: a seeded draw of its own,
+    so the knob never changes which pairs a client holds."""
+    rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x5EED])   # not the partition's stream
+    return sorted(rng.permutation(n_clients)[: n_clients // 2].tolist())
+
+
+def preference_conflict(clients: list[list[P]], conflict: float, opposed: Sequence[int], seed) -> list[list[P]]:
+    """Each opposed client has round(conflict · n) of its n pairs reversed (chosen and rejected
+    swapped), a seeded choice per client; the others keep theirs. conflict = 0: the partition
+    unchanged; 1: the opposed half of the federation prefers exactly the reverse of every pair
+    it holds (on IMDb, the negative continuation). Apply it to the training and the held-out
+    pairs alike, so held-out accuracy is measured against each client's own preference.
+
+    >>> from llm.data import PreferencePair
+    >>> pairs = [[PreferencePair("p", "good", "bad", "s", "g")], [PreferencePair("p", "good", "bad", "s", "g")]]
+    >>> [c[0].chosen for c in preference_conflict(pairs, 1.0, [1], seed=0)]
+    ['good', 'bad']
+    """
+    if not 0.0 <= conflict <= 1.0:
+        raise ConfigError("llm.conflict", f"must be in [0, 1], got {conflict}")
+    out = [list(c) for c in clients]
+    for i in opposed:
+        n = len(out[i])
+        k = int(round(conflict * n))
+        rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0xC0F1, i])
+        for j in rng.permutation(n)[:k]:
+            p = out[i][j]
+            out[i][j] = replace(p, chosen=p.rejected, rejected=p.chosen)
+    return out
+

@@ -26,7 +26,7 @@ FIGURES = ("comparative", "local_steps", "participation", "topology", "staleness
 # the LLM track (--llm): the five families on reduced SmolLM2 runs, their dashboard, and the FedPDPO
 # table from finished sweeps (--fedpdpo DIR; skipped without)
 LLM_FIGURES = ("llm_comparative", "llm_local_steps", "llm_participation", "llm_topology", "llm_staleness",
-               "llm_dashboard", "fedpdpo")
+               "llm_dashboard", "llm_conflict", "fedpdpo")
 GROUPS = {"synthetic": FIGURES, "llm": LLM_FIGURES}
 
 

@@ -54,7 +54,8 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
     }
     if cfg.track == "llm":
         m = cfg.llm
-        return {**columns, "partition": m.partition, "dirichlet_alpha": m.dirichlet_alpha, "beta": m.beta,
+        return {**columns, "partition": m.partition, "dirichlet_alpha": m.dirichlet_alpha, "conflict": m.conflict,
+                "beta": m.beta,
                 "loss_type": m.loss_type, "model": m.model, "dataset": ",".join(m.datasets or [m.dataset])}
     return {**columns, "heterogeneity": p.heterogeneity, "dirichlet_alpha": p.dirichlet_alpha,
             "horizon": p.horizon, "beta": p.beta, "dim": p.dim, "model": "loglinear", "dataset": "synthetic"}
@@ -121,6 +122,7 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
     }
     if hasattr(oracle, "reference_accuracy"):
         manifest["reference_pref_acc"] = oracle.reference_accuracy()
+        manifest.update(getattr(oracle, "data_summary", {}))   # e.g. the clients the conflict knob reverses
     return RunResult(table, manifest, alg, oracle)
 
 
