@@ -62,7 +62,7 @@ def _cmd_run(args) -> int:
         if data is None:
             raise ConfigError("--config", "give a config file (or --resume DIR)")
         overrides = [*overrides, *args.set]
-        build_config(data, overrides)   # a bad config or --set fails now, not after the first points
+        _threads_for(build_config(data, overrides).track)   # a bad config or --set fails now, not after the first points
         prepare_out_dir(out, overwrite=args.overwrite, resume=bool(args.resume))
         with _resume_hint(out):
             result = run_sweep(data, overrides, progress=progress, out_dir=out, resume=bool(args.resume))
@@ -158,6 +158,7 @@ def _run_distributed(cfg, args, out, ckpt, progress) -> int:
 def _cmd_verify(args) -> int:
     from pathlib import Path
 
+    from theory_lab.claims import REGISTRY
     from theory_lab.verify import select, table, verify
 
     if args.results:  # a finished run against its prediction (theory_lab.predict.compare)
@@ -176,6 +177,8 @@ def _cmd_verify(args) -> int:
         raise ConfigError("--seeds", f"must be >= 1 (replicas per run), got {args.seeds}")
     ids = select(args.claims, args.track)
     out = prepare_out_dir(args.out, overwrite=args.overwrite, resumable=False)
+    if any(REGISTRY[cid].track == "llm" for cid in ids):
+        _threads_for("llm")
     print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
     rows = verify(ids, args.quick, args.seeds, out, progress=print, llm_model=args.llm_model, llm_lr=args.llm_lr,
                   data_dir=args.data_dir)
@@ -190,6 +193,22 @@ def _cmd_verify(args) -> int:
         print(f"strict: refuted in their regime: {', '.join(broken)}", file=sys.stderr)
         return 1
     return 0
+
+
+_TORCH_THREADS: list[int] = []   # torch's own default, remembered before the first change
+
+
+def _threads_for(track: str) -> None:
+    """One torch thread for the synthetic track (small tensors: extra threads only add
+    synchronisation, and on a shared machine they stall; docs/benchmarks.md), torch's default
+    for the LLM track; OMP_NUM_THREADS, when set, decides instead."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    if not _TORCH_THREADS:
+        _TORCH_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(1 if track == "synthetic" else _TORCH_THREADS[0])
 
 
 def _summary(table) -> None:
@@ -264,12 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         logging.getLogger().setLevel(logging.ERROR)
-    if args.command != "llm" and "OMP_NUM_THREADS" not in os.environ:
-        # the synthetic track works on small tensors: extra threads only add synchronisation,
-        # and on a shared machine they stall (measured: docs/benchmarks.md)
-        import torch
-
-        torch.set_num_threads(1)
+    if args.command != "llm":
+        _threads_for("synthetic")   # sweep and verify switch back when they meet LLM work
     try:
         return args.func(args) or 0
     except LabError as err:
