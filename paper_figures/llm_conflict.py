@@ -3,7 +3,7 @@ the per-pair gradient noise σ̃² at θ0 (theory_lab.estimate: heterogeneity, m
 the data knob llm.conflict moves from 0 (shared preferences) to 1 (the opposed half of the clients
 prefers the reverse of every pair): the link between the knob and the constant the floors scale with.
 
-Config: configs/llm/conflict.toml (IMDb counterfactual pairs, 4 IID clients, SmolLM2-135M + LoRA
+Config: configs/conflict/imdb_4clients.toml (IMDb counterfactual pairs, 4 IID clients, SmolLM2-135M + LoRA
 r = 8, β = 0.2), measured at θ0 only (nothing trains), 16 pairs per client at max length 48 for
 SmolLM2 (8 at 32 for the tiny model), one data seed, σ̃² from 4 minibatches of 4 pairs per client."""
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from paper_figures import style
-from paper_figures.experiments import Lab, llm_config
+from paper_figures.experiments import CONFIG_DIR, Lab
 
 NAME = "llm_conflict"
 KNOBS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -44,7 +44,9 @@ def measure(data: dict) -> dict:
 def prepare(lab: Lab) -> pd.DataFrame:
     from llm.model import reuse_loaded_models
 
-    base = llm_config("conflict")
+    from theory_lab.config import read_toml
+
+    base = read_toml(CONFIG_DIR.parent / "conflict" / "imdb_4clients.toml")
     base.pop("sweep")
     base["llm"].update(model=lab.llm_model, **SIZES["tiny" if lab.llm_model == "tiny" else "smollm2"])
     rows = []

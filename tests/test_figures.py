@@ -299,9 +299,12 @@ def test_every_llm_figure_writes_pdf_and_png(llm_drawn, name):
 
 @needs_data
 def test_llm_runs_shared_by_families_run_once(llm_drawn):
-    """17 grid points over the five families, 12 distinct configs: 12 runs, one cache entry each."""
+    """17 grid points over the five families, 12 distinct configs: 12 runs, one cache entry each
+    (plus the conflict figure's measurements at θ0, one per knob value and seed)."""
+    from paper_figures import llm_conflict
+
     out, _, lines, _ = llm_drawn
-    assert "(12 runs, 0 cache hits" in lines[-1]
+    assert f"({12 + len(llm_conflict.KNOBS) * len(llm_conflict.SEEDS)} runs, 0 cache hits" in lines[-1]
     assert len(list((out / "cache").glob("*.csv"))) == 12
     table = pd.read_csv(next((out / "cache").glob("*.csv")))
     assert {"eval_pref_acc", "eval_pref_acc_client4", "grad_norm_sq", "comm_bytes"} <= set(table)
