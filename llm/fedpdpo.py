@@ -63,6 +63,7 @@ class FedPDPOOracle(LLMOracle):
                                  self.cfg.lr, self.cfg.weight_decay)
         if not self.cfg.share_lora:
             self.dim = 0
+            self.factor_layout = []   # nothing shared, nothing factorised to aggregate
         self._check_forward()
 
     # ------------------------------------------------------------------ forward passes

@@ -22,6 +22,7 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from theory_lab.errors import ConfigError
+from theory_lab.factorised import Factor
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
@@ -283,3 +284,34 @@ def set_trainable_vector(model, vec: torch.Tensor) -> None:
         raise ValueError(f"expected a vector of {size} trainable parameters, got shape {tuple(vec.shape)}")
     p0 = params[0]
     vector_to_parameters(vec.detach().to(device=p0.device, dtype=p0.dtype, copy=True), params)
+
+
+def lora_modules(model) -> list[tuple[str, torch.nn.Module, Factor]]:
+    """(name, module, Factor) of every LoRA module of a peft model, the Factor locating its
+    A [r, in] and B [out, r] in the flat trainable vector (`trainable_vector`'s order) with
+    peft's scale alpha/r: what the factorised aggregation rules need (theory_lab.factorised)."""
+    where, pos = {}, 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            where[name] = (slice(pos, pos + p.numel()), tuple(p.shape))
+            pos += p.numel()
+    out = []
+    for name, module in model.named_modules():
+        a, b = where.get(f"{name}.lora_A.default.weight"), where.get(f"{name}.lora_B.default.weight")
+        if a and b:
+            out.append((name, module, Factor(a=a[0], a_shape=a[1], b=b[0], b_shape=b[1],
+                                             scale=float(module.scaling["default"]))))
+    return out
+
+
+def fold_into_base(modules, delta: torch.Tensor, originals: list[torch.Tensor]) -> None:
+    """Set each LoRA module's frozen base weight to its original plus its slice of the dense
+    delta [D] (Σ out·in over `modules`, in order): the ``exact`` rule's residual. The DPO
+    reference log-probs were cached before any fold, so the reference policy does not move."""
+    pos = 0
+    with torch.no_grad():
+        for (_, module, f), w0 in zip(modules, originals):
+            weight = module.base_layer.weight
+            part = delta[pos: pos + f.dense_size].view(f.b_shape[0], f.a_shape[1])
+            weight.copy_((w0.to(torch.float64) + part.to(device=w0.device, dtype=torch.float64)).to(weight.dtype))
+            pos += f.dense_size

@@ -20,7 +20,8 @@ import torch
 from torch.nn.utils import parameters_to_vector
 
 from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, shared_prompt_logps
-from llm.model import add_lora, load_model, resolve_device, set_trainable_vector, trainable_parameters
+from llm.model import (add_lora, fold_into_base, load_model, lora_modules, resolve_device, set_trainable_vector,
+                       trainable_parameters)
 from theory_lab.errors import ConfigError
 
 
@@ -73,6 +74,9 @@ class LLMOracle:
         sizes = self.sizes.to(torch.float64)
         self.weights = (sizes / sizes.sum()).to(self.dtype).unsqueeze(0)   # [1, N]
         self._theta0 = parameters_to_vector(self.params).detach().cpu().clone()
+        self._lora = lora_modules(model)
+        self.factor_layout = [f for _, _, f in self._lora]   # where each A and B sits in a row
+        self._base_weights = None   # the base weights before any frozen delta (set_frozen_delta)
         # the fixed evaluation batch of the global objective: the first eval_batch_size training pairs
         self.eval_idx = [torch.arange(min(self.eval_batch_size, tp.n_pairs)) for tp in self.train]
         # reference log-probs [n_i, 2] (chosen, rejected), once per client
@@ -111,6 +115,13 @@ class LLMOracle:
                 rc, rr = ref[idx, 0], ref[idx, 1]
                 out.append(self.beta * ((c - r) - (rc - rr)))
         return torch.cat(out)
+
+    def set_frozen_delta(self, delta: torch.Tensor) -> None:
+        """The ``exact`` aggregation rule's dense residual [1, D], added to the LoRA modules' frozen
+        base weights (theory_lab.factorised; llm.model.fold_into_base)."""
+        if self._base_weights is None:
+            self._base_weights = [m.base_layer.weight.detach().clone() for _, m, _ in self._lora]
+        fold_into_base(self._lora, delta[0], self._base_weights)
 
     def _load(self, theta: torch.Tensor) -> None:
         self.model.train(False)   # no dropout, whatever the caller did to the model in between
@@ -193,7 +204,9 @@ class LLMOracle:
 
     def save_adapter(self, theta: torch.Tensor, path) -> None:
         """The adapter at θ [1, P] as a peft directory (adapter_model.safetensors +
-        adapter_config.json), loadable with PeftModel.from_pretrained; written to a temporary
+        adapter_config.json), loadable with PeftModel.from_pretrained; after ``exact``
+        aggregation also frozen_delta.safetensors, the dense delta of each LoRA module's base
+        weight (by module name), which the model needs besides the adapter. Written to a temporary
         directory first and renamed, so a crash never leaves half an adapter."""
         import shutil
         import tempfile
@@ -209,6 +222,12 @@ class LLMOracle:
             # no embedding-layer check: it looks the base model up (online or on disk) only to
             # decide whether to save embeddings, which LoRA on linear layers never changes
             self.model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
+            if self._base_weights is not None:   # exact aggregation: the adapter alone is not the model
+                from safetensors.torch import save_file
+
+                save_file({name: (m.base_layer.weight.detach() - w0).cpu().contiguous()
+                           for (name, m, _), w0 in zip(self._lora, self._base_weights)},
+                          str(tmp / "frozen_delta.safetensors"))
             if path.exists():
                 shutil.rmtree(path)
             tmp.rename(path)

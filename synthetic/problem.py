@@ -40,6 +40,8 @@ class ProblemConfig:
     init: str = "reference"           # θ_0 = θ_ref, "zero", or "optimum" (θ*: measures floors
                                       # without the transient)
     shared_data: bool = False         # every client holds client 0's pairs: ζ² = 0 exactly
+    lora_rank: int = 0                # r > 0: train θ = θ_ref + vec(s·B A), B [lora_rows, r], A [r, d/lora_rows]
+    lora_rows: int = 0                # m: rows of the reshaped θ (must divide dim)
     seed: int = 0
 
     def validate(self) -> None:
@@ -65,6 +67,13 @@ class ProblemConfig:
              "must be 'uniform' or 'reference'", self.behaviour)
         need(self.init in ("reference", "zero", "optimum"), "init",
              "must be 'reference', 'zero' or 'optimum'", self.init)
+        if self.lora_rank or self.lora_rows:
+            need(self.lora_rows >= 1 and self.dim % self.lora_rows == 0, "lora_rows",
+                 f"must divide dim = {self.dim} when lora_rank > 0", self.lora_rows)
+            cols = self.dim // self.lora_rows
+            need(1 <= self.lora_rank <= min(self.lora_rows, cols), "lora_rank",
+                 f"must be in 1..{min(self.lora_rows, cols)} (θ reshaped to {self.lora_rows}×{cols})", self.lora_rank)
+            need(self.init == "reference", "init", "a factorised policy starts at θ_ref (B = 0)", self.init)
         if self.shared_data:
             need(len(set(self.sizes())) == 1, "client_sizes",
                  "shared_data needs equal client sizes", self.client_sizes)

@@ -145,16 +145,23 @@ def test_resume_on_the_tiny_llm_is_bit_identical(tmp_path, algorithm):
     kw = {"participation": 0, "q_max": 0, "local_steps": 2, **RESUME_CASES[algorithm]}
     block = (f'name = "{algorithm}"\nlocal_steps = {kw["local_steps"]}\nparticipation = {kw["participation"] and 2}\n'
              f'q_max = {kw["q_max"]}\noptimizer = "{kw["optimizer"]}"\n{kw.get("extra", "")}\n')
+    topology = '[topology]\nname = "ring"\n' if algorithm in ("decdpo", "gradient_tracking") else ""
+    resumed, full = tiny_llm_resumed(tmp_path, block, topology)
+    pd.testing.assert_frame_equal(resumed[SAME], full[SAME])
+
+
+def tiny_llm_resumed(tmp_path, block: str, extra: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tiny LLM run of the [algorithm] lines `block` (plus config text `extra`) checkpointed at
+    round 4 of 6 and resumed, and the same run uninterrupted: their tables."""
     cfg = tiny_llm(tmp_path, rounds=6, log_every=2, n_clients=3, participation=0, algorithm=block)
-    if algorithm in ("decdpo", "gradient_tracking"):
-        cfg.write_text(cfg.read_text() + '[topology]\nname = "ring"\n')
+    cfg.write_text(cfg.read_text() + extra)
     assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
     part = tmp_path / "part"
     assert main(["llm", "--config", str(cfg), "--out", str(part), "--quiet"]) == 0
     assert json.loads((part / "checkpoint" / "meta.json").read_text())["round"] == 4
     (part / "results.csv").unlink()
     assert main(["llm", "--resume", str(part), "--quiet"]) == 0
-    pd.testing.assert_frame_equal(table(part)[SAME], table(tmp_path / "full")[SAME])
+    return table(part), table(tmp_path / "full")
 
 
 def test_sigkill_then_resume_matches_uninterrupted_synthetic(tmp_path):

@@ -22,6 +22,7 @@ from llm.config import LLMConfig
 from synthetic.problem import ProblemConfig
 from theory_lab.algorithms import REGISTRY
 from theory_lab.errors import ConfigError
+from theory_lab.factorised import RULES as LORA_RULES
 from theory_lab.topology import TopologyConfig
 from theory_lab.update_rules import SERVER_OPTIMIZERS
 
@@ -71,6 +72,7 @@ class AlgorithmConfig:
     server_momentum: float = 0.9                  # avgm's beta
     server_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])   # adagrad / adam / yogi
     server_eps: float = 1e-3                      # their tau (Reddi et al. 2021)
+    lora_aggregation: str = "factors"   # factorised (LoRA) parameters: factors / ffa / fedsa / exact (theory_lab.factorised)
 
     def validate(self) -> None:
         _check(self.name in REGISTRY, "algorithm.name", f"unknown algorithm {self.name!r}; known: {', '.join(REGISTRY)}")
@@ -100,6 +102,8 @@ class AlgorithmConfig:
         _check(len(self.server_betas) == 2 and all(0 <= b < 1 for b in self.server_betas), "algorithm.server_betas",
                f"must be two numbers in [0, 1), got {self.server_betas}")
         _check(self.server_eps > 0, "algorithm.server_eps", "must be > 0")
+        _check(self.lora_aggregation in LORA_RULES, "algorithm.lora_aggregation",
+               f"unknown rule {self.lora_aggregation!r}; known: {', '.join(LORA_RULES)}")
         algorithm = REGISTRY[self.name]
         read = algorithm.fields_read(self)
         for f in dataclasses.fields(self):   # a setting the algorithm does not read is an error, not a no-op
@@ -107,6 +111,8 @@ class AlgorithmConfig:
             if f.name not in read and getattr(self, f.name) != default:
                 raise ConfigError(f"algorithm.{f.name}", f"{self.name} does not read this setting (it reads "
                                   f"{', '.join(sorted(read - {'name'}))}); remove it")
+        _check(self.lora_aggregation in algorithm.lora_rules, "algorithm.lora_aggregation",
+               f"{self.name} implements {', '.join(algorithm.lora_rules)}, not {self.lora_aggregation!r}")
         algorithm.check(self)
 
     @property
@@ -134,6 +140,10 @@ class ExperimentConfig:
         _check(s <= n, "algorithm.participation", f"S={s} exceeds n_clients={n}")
         if self.track == "llm":
             _check(len(self.run.seeds) == 1, "run.seeds", "the LLM track runs one seed per run; sweep over run.seeds")
+        else:
+            _check(self.algorithm.lora_aggregation == "factors" or self.problem.lora_rank > 0,
+                   "algorithm.lora_aggregation", f"{self.algorithm.lora_aggregation!r} needs factorised "
+                   "parameters: the llm track, or problem.lora_rank > 0")
 
     @property
     def algorithm_family(self) -> str:

@@ -38,7 +38,12 @@ def make_oracle(cfg: ExperimentConfig):
     from synthetic.oracle import SyntheticOracle
     from synthetic.problem import build_problem
 
-    return SyntheticOracle(build_problem(cfg.problem, cfg.run.seeds), init=cfg.problem.init)
+    oracle = SyntheticOracle(build_problem(cfg.problem, cfg.run.seeds), init=cfg.problem.init)
+    if cfg.problem.lora_rank:
+        from synthetic.factorised import FactorisedOracle
+
+        return FactorisedOracle(oracle, cfg.problem.lora_rows, cfg.problem.lora_rank, seed=cfg.problem.seed)
+    return oracle
 
 
 def config_columns(cfg: ExperimentConfig, topology) -> dict:
@@ -91,6 +96,7 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
                    for rec in records]
         first_round = done + 1
     zero = torch.zeros(oracle.n_seeds, dtype=oracle.dtype)
+    nan = torch.full_like(zero, math.nan)   # a metric this round does not have (no aggregation yet)
     first_loss = records[0]["train_loss"] if records else None
     every = cfg.run.checkpoint_every if checkpoint_dir else 0
     bar = Progress(rounds, label or cfg.algorithm.name, progress)
@@ -109,6 +115,8 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
                 "round": r, "step": alg.t,
                 "consensus_error": info.consensus_error if info else zero,
                 "consensus_error_pre": info.consensus_error_pre if info else zero,
+                "lora_agg_error": info.lora_agg_error if info and info.lora_agg_error is not None else nan,
+                "lora_agg_error_rel": info.lora_agg_error_rel if info and info.lora_agg_error is not None else nan,
                 "comm_bytes": counters["comm_bytes"], "wall_s": time.perf_counter() - start, **metrics,
             })
         if every and r % every == 0 and r < rounds:

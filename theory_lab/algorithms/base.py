@@ -8,6 +8,9 @@ An algorithm is one class, registered with `@register`, that declares:
   configuration error naming the field, never silently ignored); `fields_read(cfg)` may refine
   it (FedDPO reads server_betas only with an adaptive server optimizer);
 - `check(cfg)`: its own validation (one ConfigError naming the field);
+- `lora_rules`: the factorised aggregation rules it implements (theory_lab.factorised). Every
+  algorithm has ``factors``; ``ffa`` needs its local steps to go through `local_updates` (which
+  then never moves A) and its communication through `keep_frozen`;
 - `round(r)`, `model()`, `client_params()`, `bytes_per_round()`;
 - `state_dict()` / `load_state_dict()`: every tensor a resumed run needs, by name. Checkpoints
   hold exactly this (plus the step clock `t` and the generator), nothing found by reflection.
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from theory_lab.errors import ConfigError
+from theory_lab.factorised import part_mask
 from theory_lab.optim import Optimizer
 from theory_lab.schedules import step_size
 
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from theory_lab.config import AlgorithmConfig
 
 FAMILIES = ("centralized", "server", "gossip")
-COMMON = ("name", "lr", "schedule", "decay_steps", "batch_size")   # what every algorithm reads
+COMMON = ("name", "lr", "schedule", "decay_steps", "batch_size", "lora_aggregation")   # what every algorithm reads
 CLIENT_OPTIMIZER = ("optimizer", "momentum", "weight_decay", "betas", "eps", "state_policy")
 
 REGISTRY: dict[str, type["Algorithm"]] = {}
@@ -50,6 +54,8 @@ class RoundInfo:
     consensus_error_pre: torch.Tensor  # [S]: spread of the client models before communication
     consensus_error: torch.Tensor      # [S]: spread after communication
     comm_bytes: int                    # bytes sent this round by one replica
+    lora_agg_error: torch.Tensor | None = None      # [S]: factorised aggregation error (theory_lab.factorised)
+    lora_agg_error_rel: torch.Tensor | None = None  # [S]: the same over the round's update
 
 
 class Algorithm:
@@ -58,6 +64,7 @@ class Algorithm:
     name = ""
     family = ""
     reads: tuple[str, ...] = ()
+    lora_rules: tuple[str, ...] = ("factors",)
     steps_per_round = 1
 
     def __init__(self, cfg: AlgorithmConfig, oracle, comm, gen: torch.Generator, rounds: int, topology=None):
@@ -65,6 +72,12 @@ class Algorithm:
         self.rounds = rounds
         self.t = 0  # local steps taken: the clock of the step-size schedule
         self.itemsize = torch.empty((), dtype=oracle.dtype).element_size()
+        self.layout = getattr(oracle, "factor_layout", None)   # factorised (LoRA) modules, if any
+        if cfg.lora_aggregation != "factors" and not self.layout:
+            raise ConfigError("algorithm.lora_aggregation", f"{cfg.lora_aggregation!r} needs factorised parameters "
+                              "(an oracle with a factor_layout: the llm track, or problem.lora_rank > 0)")
+        # ffa: the A factors never move, so only B trains (and travels)
+        self.frozen = part_mask(self.layout, oracle.dim, "A") if cfg.lora_aggregation == "ffa" else None
 
     # ------------------------------------------------------------------ declaration
     @classmethod
@@ -111,10 +124,16 @@ class Algorithm:
                 g = g + correction
             if self.cfg.prox_mu:
                 g = g + self.cfg.prox_mu * (X - anchor)
-            X = opt.step(X, g, lr, clients)
+            X_new = opt.step(X, g, lr, clients)
+            X = X_new if self.frozen is None else torch.where(self.frozen.to(X.device), X, X_new)
             self.t += 1
             lr_sum += lr
         return X, lr_sum
+
+    def keep_frozen(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """ffa: a communicated tensor keeps its frozen (A) entries exactly: they never travel
+        (averaging identical copies would only add rounding)."""
+        return after if self.frozen is None else torch.where(self.frozen.to(after.device), before, after)
 
     def round(self, r: int) -> RoundInfo:
         raise NotImplementedError

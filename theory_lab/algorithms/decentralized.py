@@ -18,6 +18,7 @@ from theory_lab.optim import Optimizer
 class DecDPO(Algorithm):
     name, family = "decdpo", "gossip"
     reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: tau, the gossip period
+    lora_rules = ("factors", "ffa")   # fedsa's personal B and exact's residual have no gossip form here
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -32,13 +33,14 @@ class DecDPO(Algorithm):
         return torch.as_tensor(self.topology.W(r), dtype=self.oracle.dtype)
 
     def gossip_bytes(self, r: int, vectors: int = 1) -> int:
-        return self.topology.messages_per_round(r) * self.oracle.dim * self.itemsize * vectors
+        sent = self.oracle.dim if self.frozen is None else int((~self.frozen).sum())   # ffa: B only
+        return self.topology.messages_per_round(r) * sent * self.itemsize * vectors
 
     def round(self, r: int) -> RoundInfo:
         X, _ = self.local_updates(self.X, None, self.opt, self.cfg.local_steps, scale=self.scale)
         pre = self.comm.consensus(X, self.comm.average(X, self.uniform))
         W = self.W(r)
-        self.X = self.comm.mix(X, W)
+        self.X = self.keep_frozen(X, self.comm.mix(X, W))
         self.opt.communicate(mix=lambda T: self.comm.mix(T, W))
         extra = self.opt.n_state_tensors if self.cfg.state_policy == "average" else 0
         return RoundInfo(pre, self.comm.consensus(self.X, self.model()), self.gossip_bytes(r, 1 + extra))
@@ -68,6 +70,7 @@ class GradientTracking(DecDPO):
     removes the heterogeneity term from the consensus error. Plain SGD steps: no client optimizer."""
     name = "gradient_tracking"
     reads = ()   # communicates after every step (local_steps = 1), no optimizer settings
+    lora_rules = ("factors",)   # its steps bypass local_updates, so ffa could not freeze A
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -10,6 +10,10 @@ model of d rounds ago, d ~ U{0..q_max} (or d = q_max), and the server either ave
 returned models (`model_average`, what the Jiang'26 code does) or applies the averaged deltas
 to its current model (`delta`, asynchronous SGD). The server step applies an update rule
 (theory_lab.update_rules: FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi) to that delta.
+
+Factorised (LoRA) parameters are aggregated by `algorithm.lora_aggregation`
+(theory_lab.factorised): `aggregate_factors` keeps fedsa's personal B factors and exact's frozen
+delta, and measures the aggregation error every round.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import torch
 
 from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
 from theory_lab.errors import ConfigError
+from theory_lab.factorised import RULES as LORA_RULES
+from theory_lab.factorised import aggregation_error, dense_size, exact_residual, part_mask
 from theory_lab.optim import Optimizer, gather_rows, put_rows
 from theory_lab.update_rules import server_optimizer
 
@@ -30,10 +36,18 @@ class FedDPO(Algorithm):
     name, family = "feddpo", "server"
     reads = ("local_steps", "participation", "server_lr", "q_max", "delay", "stale_rule", "server_opt",
              *CLIENT_OPTIMIZER)
+    lora_rules = LORA_RULES
 
     @classmethod
     def fields_read(cls, cfg) -> set[str]:
         return super().fields_read(cfg) | set(SERVER_SETTINGS.get(cfg.server_opt, ()))
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if cfg.lora_aggregation == "exact" and (cfg.q_max or cfg.server_lr != 1 or cfg.server_opt != "sgd"):
+            raise ConfigError("algorithm.lora_aggregation", "'exact' is the exact average of the clients' weights "
+                              "only for plain FedAvg (q_max = 0, server_lr = 1, server_opt = 'sgd'): a stale start "
+                              "or a server step would need another round's frozen delta")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,6 +60,12 @@ class FedDPO(Algorithm):
         self.server_rule = server_optimizer(cfg.server_opt, cfg.server_momentum, tuple(cfg.server_betas),
                                             cfg.server_eps)
         self.server_state = self.server_rule.init(self.server)
+        rule = cfg.lora_aggregation
+        if rule == "fedsa":   # B personal: each client's own B factors, [S, N, |B|]
+            self.b_mask = part_mask(self.layout, o.dim, "B")
+            self.b_clients = self.server[:, self.b_mask].unsqueeze(1).repeat(1, o.n_clients, 1)
+        if rule == "exact":   # what the averaged factors miss, folded into the base: [S, D]
+            self.frozen_delta = self.server.new_zeros(o.n_seeds, dense_size(self.layout))
 
     # ------------------------------------------------------------------ the round's hooks
     def sample_participants(self) -> torch.Tensor | None:
@@ -60,7 +80,7 @@ class FedDPO(Algorithm):
         """Each participant's starting model: the server model of `delay` rounds ago."""
         o, cfg, K = self.oracle, self.cfg, self.n_part
         if cfg.q_max == 0:
-            return self.server.unsqueeze(1).expand(-1, K, -1)
+            return self._own_factors(self.server.unsqueeze(1).expand(-1, K, -1), clients)
         depth = min(cfg.q_max, r)
         if cfg.delay == "max":
             delay = torch.full((o.n_seeds, K), depth, dtype=torch.long)
@@ -68,7 +88,15 @@ class FedDPO(Algorithm):
             u = torch.rand(o.n_seeds, K, generator=self.gen, dtype=torch.float64)
             delay = (u * (depth + 1)).long().clamp_(max=depth)
         stack = torch.stack(self.history)  # [depth+1, S, P]
-        return stack[delay, torch.arange(o.n_seeds).unsqueeze(1)]
+        return self._own_factors(stack[delay, torch.arange(o.n_seeds).unsqueeze(1)], clients)
+
+    def _own_factors(self, start, clients):
+        """fedsa: every participant starts from the shared A and its own B."""
+        if self.cfg.lora_aggregation != "fedsa":
+            return start
+        start = start.clone()
+        start[..., self.b_mask] = gather_rows(self.b_clients, clients)
+        return start
 
     def local(self, start, clients) -> torch.Tensor:
         X, _ = self.local_updates(start, clients, self.opt, self.cfg.local_steps, anchor=start)
@@ -81,9 +109,25 @@ class FedDPO(Algorithm):
             return self.comm.average(X - start, w, clients), center
         return center - self.server, center
 
+    def aggregate_factors(self, X, clients, w, center) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lora_aggregation rule's part of the round, before the server update: fedsa keeps
+        the participants' B, exact folds the residual into the frozen delta. Returns the
+        aggregation error (absolute, relative) of what the server will hold."""
+        average = lambda T, wt: self.comm.average(T, wt, clients)   # noqa: E731
+        gain = None
+        if self.cfg.lora_aggregation == "exact":
+            _, gain = exact_residual(X, w, self.layout, average)
+            self.frozen_delta = self.frozen_delta + gain
+            self.oracle.set_frozen_delta(self.frozen_delta)
+        if self.cfg.lora_aggregation == "fedsa":
+            put_rows(self.b_clients, clients, X[..., self.b_mask])
+        return aggregation_error(X, w, self.layout, self.server, server=center, residual_gain=gain, average=average)
+
     def server_update(self, delta) -> None:
         step, self.server_state = self.server_rule.update(delta, self.server_state)
         self.server = self.server + self.cfg.server_lr * step
+        if self.cfg.lora_aggregation == "fedsa":   # the model evaluated: shared A, the clients' average B
+            self.server[:, self.b_mask] = self.comm.average(self.b_clients, self.oracle.weights)
         self.history = [self.server, *self.history][: self.cfg.q_max + 1]
 
     def round(self, r: int) -> RoundInfo:
@@ -92,26 +136,40 @@ class FedDPO(Algorithm):
         start = self.start_models(clients, r)
         X = self.local(start, clients)
         delta, center = self.aggregate(X, start, clients, w)
+        delta, center = self.keep_frozen(torch.zeros_like(delta), delta), self.keep_frozen(self.server, center)
+        error = self.aggregate_factors(X, clients, w, center) if self.layout else (None, None)
         self.server_update(delta)
         self.opt.communicate(average=lambda T: self.comm.average(gather_rows(T, clients), w, clients))
         return RoundInfo(self.comm.consensus(X, center, clients), center.new_zeros(center.shape[0]),
-                         self.bytes_per_round())
+                         self.bytes_per_round(), *error)
 
     # ------------------------------------------------------------------ declaration and state
     def bytes_per_round(self) -> int:
-        """Model down and up for each participant (plus averaged optimizer states)."""
+        """Model down and up for each participant (plus averaged optimizer states). Factorised:
+        ffa sends only B, fedsa only A; exact also sends each participant the round's dense
+        residual (FedEx-LoRA), D = Σ m·k numbers, far more than the factors."""
         copies = 1 + (self.opt.n_state_tensors if self.cfg.state_policy == "average" else 0)
-        return 2 * self.n_part * self.oracle.dim * self.itemsize * copies
+        rule, dim = self.cfg.lora_aggregation, self.oracle.dim
+        sent = int(part_mask(self.layout, dim, {"ffa": "B", "fedsa": "A"}[rule]).sum()) if rule in ("ffa", "fedsa") else dim
+        residual = dense_size(self.layout) if rule == "exact" else 0
+        return self.n_part * (2 * sent * copies + residual) * self.itemsize
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        factors = {"fedsa": lambda: {"b_clients": self.b_clients},
+                   "exact": lambda: {"frozen_delta": self.frozen_delta}}.get(self.cfg.lora_aggregation, dict)()
         return {"server": self.server, "history": torch.stack(self.history), **self.opt.state_dict(),
-                **{f"server_opt.{k}": v for k, v in self.server_state.items()}}
+                **{f"server_opt.{k}": v for k, v in self.server_state.items()}, **factors}
 
     def _load(self, state) -> None:
         self.server = state["server"].to(self.server)
         self.history = list(state["history"].to(self.server).unbind(0))
         self.opt.load_state_dict(state)
         self.server_state = {k: state[f"server_opt.{k}"].to(self.server) for k in self.server_state}
+        if "b_clients" in state:
+            self.b_clients = state["b_clients"].to(self.server).clone()
+        if "frozen_delta" in state:
+            self.frozen_delta = state["frozen_delta"].to(self.server)
+            self.oracle.set_frozen_delta(self.frozen_delta)
 
     def model(self) -> torch.Tensor:
         return self.server
@@ -128,6 +186,7 @@ class FedProx(FedDPO):
 
     @classmethod
     def check(cls, cfg) -> None:
+        super().check(cfg)
         if not cfg.prox_mu > 0:
             raise ConfigError("algorithm.prox_mu", "fedprox needs a proximal weight > 0")
 
@@ -140,6 +199,7 @@ class Scaffold(FedDPO):
 
     @classmethod
     def check(cls, cfg) -> None:
+        super().check(cfg)
         if cfg.optimizer != "sgd":
             raise ConfigError("algorithm.optimizer", "scaffold is defined for SGD; use 'sgd'")
 
