@@ -249,6 +249,14 @@ class LLMOracle:
         return torch.stack([(self._margins(tp, ref) > 0).double().mean().cpu()
                             for tp, ref in zip(self.heldout, self.ref_heldout)]).to(theta)
 
+    def personal_accuracy(self, X: torch.Tensor) -> torch.Tensor:
+        """[1]: Σ_i w_i (held-out preference accuracy of client i at its own row X[0, i])."""
+        acc = []
+        for i, (tp, ref) in enumerate(zip(self.heldout, self.ref_heldout)):
+            self._load(X[0, i])
+            acc.append(preference_accuracy(self._margins(tp, ref).double().cpu()))
+        return (self.weights[0].double() * torch.stack(acc)).sum().reshape(1).to(X)
+
     def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Metrics [1] of the averaged model θ [1, P]: held-out `eval_pref_acc` and `reward_margin`
         (client-weighted), and `train_loss`, `grad_norm_sq` of f = Σ_i w_i f_i on the fixed

@@ -65,5 +65,8 @@ class FactorisedOracle:
     def loss(self, X, clients=None, batch=None):
         return self.inner.loss(self.theta(X), clients, batch)
 
+    def personal_accuracy(self, X: torch.Tensor) -> torch.Tensor:
+        return self.inner.personal_accuracy(self.theta(X))
+
     def evaluate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.inner.evaluate(self.theta(x))

@@ -170,6 +170,11 @@ class SyntheticOracle(LogLinearDPO):
         """[S]: largest eigenvalue of the global Hessian at θ [S, P] (local smoothness)."""
         return hessian_max_eig_at(self, theta)
 
+    def personal_accuracy(self, X):
+        """[S]: Σ_i w_i (held-out accuracy of client i at its own row X[:, i]), X [S, N, P]."""
+        h = self._prep(X, None, None, held_out=True)[-1]
+        return (self.weights * (h > 0).to(DTYPE).mean(-1)).sum(-1)
+
     def evaluate(self, theta):
         c = self.constants
         g = self.global_grad(theta)

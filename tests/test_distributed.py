@@ -61,19 +61,28 @@ CASES = {
     "gradient-tracking": ('name = "gradient_tracking"\nlr = 1.0', '[topology]\nname = "ring"', 2),
     "feddpo-server-adam": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nlr = 1.0\nserver_opt = "adam"\n'
                            'server_lr = 0.05', "", 2),
+    # factorised policy (FACTORISED): personal B factors with stale starts; the exact residual
+    "feddpo-lora-fedsa": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nq_max = 2\noptimizer = "adamw"\n'
+                          'lr = 0.05\nlora_aggregation = "fedsa"', "", 2),
+    "feddpo-lora-exact": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nlr = 1.0\nlora_aggregation = "exact"',
+                          "", 2),
 }
+FACTORISED = "dim = 4\nlora_rank = 1\nlora_rows = 2\n"
+LORA_METRICS = ["lora_agg_error", "lora_agg_error_rel", "personal_pref_acc"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_multi_process_reproduces_in_process(case, tmp_path):
     algorithm, extra, nproc = CASES[case]
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(SYNTHETIC.replace("[algorithm]\n", "[algorithm]\n" + algorithm + "\n") + extra + "\n")
+    text = SYNTHETIC.replace("[algorithm]\n", "[algorithm]\n" + algorithm + "\n") + extra + "\n"
+    lora = "lora_aggregation" in algorithm
+    cfg.write_text(text.replace("dim = 4\n", FACTORISED) if lora else text)
     assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     done = torchrun(nproc, ["synthetic", "--config", str(cfg), "--out", str(tmp_path / "many")])
     assert done.returncode == 0, done.stderr[-2000:]
     one, many = (pd.read_csv(tmp_path / d / "results.csv") for d in ("one", "many"))
-    for m in METRICS:
+    for m in METRICS + (LORA_METRICS if lora else []):
         np.testing.assert_allclose(many[m], one[m], rtol=1e-9, atol=1e-13, err_msg=m)
     assert one["subopt"].iloc[-1] < one["subopt"].iloc[0]
 

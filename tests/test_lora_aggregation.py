@@ -98,6 +98,9 @@ def test_fedsa_keeps_personal_b_and_resumes_bit_identically(tmp_path):
     full = run(build_config(cfg), progress=False)
     b = full.algorithm.b_clients
     assert (b[:, 0] - b[:, 1]).abs().max() > 1e-3          # each client its own B
+    personal = full.table["personal_pref_acc"]               # each client evaluated at its own B
+    assert personal.notna().all() and personal.between(0, 1).all()
+    assert run(build_config(factorised_cfg("factors")), progress=False).table["personal_pref_acc"].isna().all()
     run(build_config({**cfg, "run": {**cfg["run"], "rounds": 6}}), progress=False, checkpoint_dir=tmp_path)
     resumed = run(build_config(cfg), progress=False, checkpoint_dir=tmp_path, resume=True)
     cols = ["round", "subopt", "lora_agg_error", "comm_bytes"]

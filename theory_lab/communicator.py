@@ -18,6 +18,10 @@ class InProcessCommunicator:
         w = weights / weights.sum(dim=1, keepdim=True)
         return torch.einsum("sk,skp->sp", w.to(X.dtype), X)
 
+    def rows(self, T: torch.Tensor) -> torch.Tensor:
+        """T [S, N, P] with every row as the process that holds its client has it (here: T)."""
+        return T
+
     def consensus(self, X: torch.Tensor, center: torch.Tensor, clients: torch.Tensor | None = None) -> torch.Tensor:
         """(1/K) sum_i ||X_i - center||^2 for X [S, K, P], center [S, P] -> [S]."""
         return (X - center.unsqueeze(1)).pow(2).sum(-1).mean(1)

@@ -50,6 +50,13 @@ class TorchCommunicator:
         self._all_reduce(total)
         return total / weights.sum(dim=1, keepdim=True).to(X.dtype)
 
+    def rows(self, T):
+        """Every client's row from the rank that holds it (the others' copies are stale): all_reduce
+        of the rows masked to this rank's clients."""
+        out = T * self.owned.to(T.device)[None, :, None].to(T.dtype)
+        self._all_reduce(out)
+        return out
+
     def consensus(self, X, center, clients=None):
         sq = (X - center.unsqueeze(1)).pow(2).sum(-1) * self._mine(X.shape[:2], clients)
         total = sq.sum(1)

@@ -38,6 +38,11 @@ class Oracle(Protocol):
         modules take their own step on the same batch). The one oracle call that changes state;
         ``grad``, ``loss`` and ``evaluate`` never do (constants are estimated with them)."""
 
+    def personal_accuracy(self, X: torch.Tensor) -> torch.Tensor:
+        """Optional. [S]: client-weighted held-out preference accuracy when client i uses its own
+        row X[:, i] ([S, N, P]): the metric of algorithms whose clients keep personal parameters
+        (fedsa's B factors; `Algorithm.personal_params`)."""
+
     def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Metrics of the averaged model theta [S, P], each a tensor [S]: any of ``subopt``,
         ``grad_norm_sq``, ``dist_to_opt``, ``train_loss``, ``eval_pref_acc``, ``reward_margin``."""

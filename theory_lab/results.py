@@ -26,7 +26,7 @@ SWEEP = "sweep.json"   # a sweep's config and overrides, written when it starts
 
 METRICS = ("round", "step", "subopt", "grad_norm_sq", "consensus_error", "consensus_error_pre",
            "dist_to_opt", "train_loss", "eval_pref_acc", "reward_margin", "comm_bytes", "wall_s",
-           "lora_agg_error", "lora_agg_error_rel")
+           "lora_agg_error", "lora_agg_error_rel", "personal_pref_acc")
 
 
 # what the tools write into an output folder: --overwrite removes these, and only these

@@ -56,6 +56,7 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
         "spectral_gap": topology.spectrum().p if topology else math.nan,
         "lr": a.lr, "schedule": a.schedule, "optimizer": a.optimizer, "batch_size": a.batch_size,
         "server_lr": a.server_lr, "server_opt": a.server_opt, "prox_mu": a.prox_mu,
+        "lora_aggregation": a.lora_aggregation,
     }
     if cfg.track == "llm":
         m = cfg.llm
@@ -109,6 +110,8 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
             bar.update()
         if r % cfg.run.log_every == 0 or r == rounds:
             metrics = oracle.evaluate(alg.model())
+            personal = alg.personal_params()
+            metrics["personal_pref_acc"] = nan if personal is None else oracle.personal_accuracy(personal)
             first_loss = metrics["train_loss"] if first_loss is None else first_loss
             _check_divergence(cfg, oracle, alg, metrics["train_loss"], first_loss, r)
             records.append({

@@ -145,3 +145,8 @@ class Algorithm:
     def client_params(self) -> torch.Tensor:
         """The parameter stack [S, N, P] (federated: the server model on every client)."""
         raise NotImplementedError
+
+    def personal_params(self) -> torch.Tensor | None:
+        """[S, N, P]: the rows the clients use when they differ from `model()` by design
+        (fedsa's personal B factors), evaluated as `personal_pref_acc`; None otherwise."""
+        return None

@@ -177,6 +177,13 @@ class FedDPO(Algorithm):
     def client_params(self) -> torch.Tensor:
         return self.server.unsqueeze(1).expand(-1, self.oracle.n_clients, -1)
 
+    def personal_params(self) -> torch.Tensor | None:
+        if self.cfg.lora_aggregation != "fedsa":
+            return None
+        rows = self.client_params().clone()
+        rows[..., self.b_mask] = self.comm.rows(self.b_clients)
+        return rows
+
 
 @register
 class FedProx(FedDPO):
