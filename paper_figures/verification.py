@@ -23,7 +23,7 @@ NAME = "verification"
 EXPONENTS = {"drift-floor": 2.0, "participation-floor": 1.0, "noise-floor": -1.0, "rate-in-T": -1.0,
              "consensus-heterogeneity": -2.0, "consensus-noise": -1.0, "staleness-model-average": 1.0,
              "staleness-delta": 1.0, "scaffold-no-drift": 0.0, "gt-no-heterogeneity": 0.0,
-             "smoothness-horizon": 1.5}
+             "smoothness-horizon": 1.0}
 UPPER: set[str] = set()  # claims whose prediction is an upper bound on the exponent (none today)
 # ratio claims: the value the ratio is judged against and whether it is a lower bound
 RATIOS = {"bound-validity": (1.0, "bound/empirical ≥ 1"), "consensus-spectral": (1.0, "observed/spectral = 1"),

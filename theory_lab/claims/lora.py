@@ -116,7 +116,12 @@ def lora_agg_exact_rules(ctx: Context, c: Claim) -> Outcome:
         alg = make_algorithm(config.algorithm, oracle, InProcessCommunicator(), torch.Generator().manual_seed(0),
                              p["rounds"])
         local, seen, top = alg.local, [], 0.0
-        alg.local = lambda start, clients: seen.append(oracle.theta(local(start, clients))) or seen[-1]
+
+        def recorded(start, clients):   # the clients' rows, kept as θ
+            X = local(start, clients)
+            seen.append(oracle.theta(X))
+            return X
+        alg.local = recorded
         for r in range(p["rounds"]):
             before = oracle.theta(alg.model())
             alg.round(r)

@@ -10,7 +10,7 @@ from analysis import bound_validity, judge_bound, judge_exponent, loglog_slope
 from analysis.verdict import Verdict
 from theory_lab import bounds
 from theory_lab.algorithms import make_algorithm
-from theory_lab.claims.base import Claim, Context, Control, Outcome, claim, plot_fit, within_seed
+from theory_lab.claims.base import Claim, Context, Control, Outcome, Small, claim, plot_fit, within_seed
 from theory_lab.claims.base import PROBLEM
 from theory_lab.claims.federated import base
 from theory_lab.communicator import InProcessCommunicator
@@ -75,57 +75,68 @@ def rate_in_T(ctx: Context, c: Claim) -> Outcome:
     return out.control("slow decay", slow, judge_exponent(slow, -1.0, c.tolerance))
 
 
-def max_eig_along_run(cfg: dict, rounds: int) -> np.ndarray:
-    """Per seed: the largest global-Hessian eigenvalue met at the averaged model along a FedDPO run."""
+def max_eig_along_run(cfg: dict, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: the largest global-Hessian eigenvalue met at the averaged model along a FedDPO
+    run, and the round where it was met (0: the start)."""
     config = build_config(cfg)
     oracle = make_oracle(config)
     alg = make_algorithm(config.algorithm, oracle, InProcessCommunicator(), torch.Generator().manual_seed(0), rounds)
     top = oracle.hessian_max_eig_at(alg.model())
+    where = torch.zeros_like(top)
     for r in range(rounds):
         alg.round(r)
-        top = torch.maximum(top, oracle.hessian_max_eig_at(alg.model()))
-    return top.numpy()
+        now = oracle.hessian_max_eig_at(alg.model())
+        where = torch.where(now > top, torch.full_like(where, r + 1), where)
+        top = torch.maximum(top, now)
+    return top.numpy(), where.numpy()
 
 
-SMOOTH = {"beta": 2.0, "B": 1.0, "lr": 0.5, "E": 2, "b": 4, "quick": {"Hs": (1, 2, 4, 8), "rounds": 30},
-          "full": {"Hs": (1, 2, 3, 4, 6, 8), "rounds": 100}, "order": 1.5, "replicas": 8}
+SMOOTH = {"beta": 2.0, "B": 1.0, "lr": 0.5, "E": 2, "b": 4, "quick": {"Hs": (8, 16, 32), "rounds": 30},
+          "full": {"Hs": (8, 12, 16, 24, 32), "rounds": 100}, "replicas": 8}
 
 
-@claim("smoothness-horizon", statement="The largest Hessian eigenvalue met along runs grows with the horizon H "
-       "with an exponent between 1 and 2, the order of the derived bound L(H) = 4β²H²B² + 2βHB² "
-       "(docs/theory.md 2.2); the bound itself is reported, not judged (it is far too loose to be refuted)",
+@claim("smoothness-horizon", statement="The largest Hessian eigenvalue met along FedDPO runs from θ_ref grows "
+       "linearly in the horizon H for long horizons: under π_ref the centred per-step scores φ − μ_ref are "
+       "martingale differences, so E[∇h∇hᵀ] grows as H, not as the H² of the worst-case bound "
+       "L(H) = 4β²H²B² + 2βHB² (docs/theory.md 2.2), which is reported, not judged",
        source="Jiang'26 (constants from the trajectory structure); docs/theory.md", metric="max λmax(∇²f) along FedDPO runs, per seed",
-       regime="tabular MDP, β={beta}, B={B}, FedDPO E={E}, batch {b}, η={lr} from θ_ref, horizons {quick[Hs]} "
-              "(full: {full[Hs]}), ≥{replicas} replicas", params=SMOOTH,
-       predicted="growth exponent in [1, 2] (1.5 ± 0.5)", tolerance=0.5,
-       controls=[Control("no growth", "rival law", "a smoothness independent of the horizon (exponent 0): the same "
-                         "band check must refute it")])
+       regime="tabular MDP, pairs drawn from π_ref (uniform), β={beta}, B={B}, FedDPO E={E}, batch {b}, η={lr} "
+              "from θ_ref, horizons {quick[Hs]} (full: {full[Hs]}), ≥{replicas} replicas; leading order in 1/H",
+       params=SMOOTH, predicted="slope 1 in H", tolerance=0.15, small=Small("1/H_min", 0.15),
+       controls=[Control("bound order", "rival law", "the order H² of the worst-case bound: the same slope check must "
+                         "refute it"),
+                 Control("no growth", "rival law", "a smoothness independent of the horizon (exponent 0): the same "
+                         "slope check must refute it")])
 def smoothness_horizon(ctx: Context, c: Claim) -> Outcome:
     P, beta, B = c.params["quick" if ctx.quick else "full"], c.params["beta"], c.params["B"]
     Hs, rounds = P["Hs"], P["rounds"]
     seeds = list(range(max(ctx.seeds, c.params["replicas"])))
-    measured = []
+    measured, at_start = [], 0
     for H in Hs:
         cfg = base(rounds, local_steps=c.params["E"], batch_size=c.params["b"], lr=c.params["lr"])
         cfg["run"]["seeds"] = seeds
         cfg["problem"].update(horizon=H, n_contexts=6, n_actions=3, beta=beta, feature_bound=B,
                               init="reference", l2=0.0)
-        measured.append(max_eig_along_run(cfg, rounds))
+        top, where = max_eig_along_run(cfg, rounds)
+        measured.append(top)
+        at_start += int((where == 0).sum())
         ctx.runs += 1
     measured = np.asarray(measured)                     # [H, seeds]
     derived = np.array([bounds.trajectory_smoothness_bound(beta, B, H) for H in Hs], float)
     x = np.repeat(np.asarray(Hs, float), len(seeds))
     fit = loglog_slope(x, measured.ravel(), seeds=np.tile(seeds, len(Hs)))
-    centre, half = c.params["order"], c.tolerance     # the derivation's order: between H and H²
-    verdict = judge_exponent(fit, centre, half, max_ci_width=2 * half)
     validity = judge_bound(bound_validity(measured.max(axis=1), derived))
     details = {f"H={H}": f"measured max {m.max():.3g}, derived {d:.3g}" for H, m, d in zip(Hs, measured, derived)}
-    details.update(growth_exponent=fit, bound=f"{validity.status}: {validity.reason} (not evidence: the slack is "
-                   "too large for any measured growth up to H² to violate it)")
-    out = Outcome.from_fit(fit, verdict, centre, tightness=float(np.median(derived / measured.max(axis=1))),
-                           details=details, figure=plot_fit(ctx, c.id, fit, x, measured.ravel(),
-                                                            "horizon H", "max Hessian eigenvalue along runs"))
-    return out.control("no growth", fit, judge_exponent(fit, 0.0, half, max_ci_width=2 * half))
+    details.update(met_at_the_start=f"{at_start} of {measured.size} runs meet their largest curvature at θ_ref "
+                                    "(h = 0, where σ(h)σ(−h) = 1/4 is largest)",
+                   bound=f"{validity.status}: {validity.reason} (not evidence: the slack is too large for any "
+                         "measured growth up to H² to violate it)")
+    out = Outcome.from_fit(fit, judge_exponent(fit, 1.0, c.tolerance), 1.0, small=1.0 / min(Hs),
+                           tightness=float(np.median(derived / measured.max(axis=1))), details=details,
+                           figure=plot_fit(ctx, c.id, fit, x, measured.ravel(), "horizon H",
+                                           "max Hessian eigenvalue along runs"))
+    out.control("bound order", fit, judge_exponent(fit, 2.0, c.tolerance))
+    return out.control("no growth", fit, judge_exponent(fit, 0.0, c.tolerance))
 
 
 @claim("local-vs-minibatch", statement="Local SGD beats minibatch SGD (same samples per round) only when ζ² is "
