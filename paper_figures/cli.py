@@ -22,7 +22,7 @@ from theory_lab.errors import ConfigError
 
 # one module per figure, in drawing order; the dashboard reuses the family figures' runs
 FIGURES = ("comparative", "local_steps", "participation", "topology", "staleness", "dashboard",
-           "verification", "bounds", "corrections", "smoothness")
+           "verification", "bounds", "corrections", "smoothness", "lora_aggregation")
 # the LLM track (--llm): the five families on reduced SmolLM2 runs, their dashboard, and the FedPDPO
 # table from finished sweeps (--fedpdpo DIR; skipped without)
 LLM_FIGURES = ("llm_comparative", "llm_local_steps", "llm_participation", "llm_topology", "llm_staleness",
