@@ -247,7 +247,8 @@ def test_config_errors_name_the_field():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs/fedpdpo").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_fedpdpo_config_is_valid_at_every_grid_point(path):
-    from theory_lab.config import LLMConfig, build_config
+    from llm.config import LLMConfig
+    from theory_lab.config import build_config
 
     data = read_toml(path)
     points = grid_points(data)

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm.config import LLMConfig
-from synthetic.problem import ProblemConfig
+from theory_lab import tracks
 from theory_lab.algorithms import REGISTRY
 from theory_lab.errors import ConfigError
 from theory_lab.factorised import RULES as LORA_RULES
@@ -126,24 +125,30 @@ class ExperimentConfig:
     track: str = "synthetic"
     plugins: list[str] = field(default_factory=list)   # modules imported first: they register algorithms
     run: RunConfig = field(default_factory=RunConfig)
-    problem: ProblemConfig = field(default_factory=ProblemConfig)  # synthetic track
-    llm: LLMConfig = field(default_factory=LLMConfig)              # LLM track
+    # the tracks' tables (theory_lab.tracks): their dataclasses come from the registry, so the
+    # core never imports a track; None here means the table's defaults
+    problem: Any = None   # synthetic track: synthetic.problem.ProblemConfig
+    llm: Any = None       # LLM track: llm.config.LLMConfig
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
 
+    def __post_init__(self):
+        for name, section in tracks.sections().items():
+            if getattr(self, name) is None:
+                setattr(self, name, section())
+
+    @staticmethod
+    def field_type(name: str) -> type | None:
+        """The dataclass of a track's table (from_dict reads it with this type)."""
+        return tracks.sections().get(name)
+
     def validate(self) -> None:
-        _check(self.track in ("synthetic", "llm"), "track", f"unknown track {self.track!r}; known: synthetic, llm")
-        data = self.problem if self.track == "synthetic" else self.llm
-        for section in (self.run, data, self.algorithm, self.topology):
+        track = tracks.get(self.track)
+        for section in (self.run, getattr(self, track.section), self.algorithm, self.topology):
             section.validate()
         n, s = self.n_clients, self.algorithm.participation
         _check(s <= n, "algorithm.participation", f"S={s} exceeds n_clients={n}")
-        if self.track == "llm":
-            _check(len(self.run.seeds) == 1, "run.seeds", "the LLM track runs one seed per run; sweep over run.seeds")
-        else:
-            _check(self.algorithm.lora_aggregation == "factors" or self.problem.lora_rank > 0,
-                   "algorithm.lora_aggregation", f"{self.algorithm.lora_aggregation!r} needs factorised "
-                   "parameters: the llm track, or problem.lora_rank > 0")
+        track.check(self)
 
     @property
     def algorithm_family(self) -> str:
@@ -152,7 +157,7 @@ class ExperimentConfig:
 
     @property
     def n_clients(self) -> int:
-        return self.problem.n_clients if self.track == "synthetic" else self.llm.n_clients
+        return getattr(self, tracks.get(self.track).section).n_clients
 
 
 # ----------------------------------------------------------------------------- loading
@@ -206,7 +211,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         where = f"{prefix}{key}"
         if key not in names:
             raise ConfigError(where, f"unknown key; known keys: {', '.join(sorted(names))}")
-        annotation = hints[key]
+        annotation = getattr(cls, "field_type", lambda name: None)(key) or hints[key]
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = from_dict(annotation, value, f"{where}.")
         else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from theory_lab import checkpoint
+from theory_lab import checkpoint, tracks
 from theory_lab.algorithms import make_algorithm
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import ExperimentConfig, to_dict
@@ -31,24 +31,13 @@ class RunResult:
 
 
 def make_oracle(cfg: ExperimentConfig):
-    if cfg.track == "llm":
-        from llm.oracle import build_llm_oracle
-
-        return build_llm_oracle(cfg.llm)
-    from synthetic.oracle import SyntheticOracle
-    from synthetic.problem import build_problem
-
-    oracle = SyntheticOracle(build_problem(cfg.problem, cfg.run.seeds), init=cfg.problem.init)
-    if cfg.problem.lora_rank:
-        from synthetic.factorised import FactorisedOracle
-
-        return FactorisedOracle(oracle, cfg.problem.lora_rows, cfg.problem.lora_rank, seed=cfg.problem.seed)
-    return oracle
+    """The oracle of the config's track (theory_lab.tracks)."""
+    return tracks.get(cfg.track).build_oracle(cfg)
 
 
 def config_columns(cfg: ExperimentConfig, topology) -> dict:
     """The run's configuration as table columns (the analysis layer groups on these)."""
-    a, p, n = cfg.algorithm, cfg.problem, cfg.n_clients
+    a, n = cfg.algorithm, cfg.n_clients
     columns = {
         "algorithm": a.name, "n_clients": n, "local_steps": a.local_steps,
         "participation": a.participation or n, "q_max": a.q_max, "stale_rule": a.stale_rule,
@@ -58,13 +47,7 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
         "server_lr": a.server_lr, "server_opt": a.server_opt, "prox_mu": a.prox_mu,
         "lora_aggregation": a.lora_aggregation,
     }
-    if cfg.track == "llm":
-        m = cfg.llm
-        return {**columns, "partition": m.partition, "dirichlet_alpha": m.dirichlet_alpha, "conflict": m.conflict,
-                "beta": m.beta,
-                "loss_type": m.loss_type, "model": m.model, "dataset": ",".join(m.datasets or [m.dataset])}
-    return {**columns, "heterogeneity": p.heterogeneity, "dirichlet_alpha": p.dirichlet_alpha,
-            "horizon": p.horizon, "beta": p.beta, "dim": p.dim, "model": "loglinear", "dataset": "synthetic"}
+    return {**columns, **tracks.get(cfg.track).columns(cfg)}
 
 
 def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",

@@ -11,7 +11,6 @@ seeds (seeds are vectorized inside a run), one results table for the whole sweep
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from theory_lab import tracks
 from theory_lab.checkpoint import config_hash
 from theory_lab.config import build_config, to_dict, toml_value
 from theory_lab.results import SWEEP, atomic_write_text, jsonable, read_results, write_results
@@ -96,11 +96,8 @@ def run_sweep(data: dict, overrides: list[str] = (), progress: bool | None = Non
 
 
 def _load_models_once(data: dict):
-    if data.get("track") != "llm":
-        return contextlib.nullcontext()
-    from llm.model import reuse_loaded_models
-
-    return reuse_loaded_models()
+    """What the track holds around a sweep's runs (the LLM track: one model load for all)."""
+    return tracks.get(data.get("track", "synthetic")).sweep_context()
 
 
 def _run_point(cfg, run_id: int, point_dir: Path | None, resume: bool, progress, label) -> RunResult:

@@ -1,0 +1,34 @@
+"""The LLM track, registered with the core (theory_lab.tracks): config table [llm], the LoRA
+oracle (FedPDPO's when llm.personal is enabled), its table columns, and one model load per sweep."""
+
+from __future__ import annotations
+
+from llm.config import LLMConfig
+from theory_lab.errors import ConfigError
+from theory_lab.tracks import Track, register
+
+
+def build_oracle(cfg):
+    from llm.oracle import build_llm_oracle
+
+    return build_llm_oracle(cfg.llm)
+
+
+def columns(cfg) -> dict:
+    m = cfg.llm
+    return {"partition": m.partition, "dirichlet_alpha": m.dirichlet_alpha, "conflict": m.conflict, "beta": m.beta,
+            "loss_type": m.loss_type, "model": m.model, "dataset": ",".join(m.datasets or [m.dataset])}
+
+
+def check(cfg) -> None:
+    if len(cfg.run.seeds) != 1:
+        raise ConfigError("run.seeds", "the LLM track runs one seed per run; sweep over run.seeds")
+
+
+def sweep_context():
+    from llm.model import reuse_loaded_models
+
+    return reuse_loaded_models()
+
+
+TRACK = register(Track("llm", "llm", LLMConfig, build_oracle, columns, check, sweep_context))
