@@ -137,7 +137,7 @@ def test_bad_settings_name_their_field(change, field):
 # ----------------------------------------------------------------------------- the tiny LLM
 
 pytest.importorskip("peft")
-from tests.test_reliability import DATA, SAME, tiny_llm_resumed  # noqa: E402
+from tests.test_reliability import DATA, SAME, tiny_llm, tiny_llm_resumed  # noqa: E402
 
 
 def effective_weights(oracle, row, bases):
@@ -175,3 +175,22 @@ def test_factorised_rules_resume_bit_identically_on_the_tiny_llm(tmp_path, rule)
     assert resumed["lora_agg_error"].dropna().size > 0
     if rule == "exact":
         assert (tmp_path / "full" / "adapter" / "frozen_delta.safetensors").exists()
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+@pytest.mark.parametrize("rule", ["ffa", "fedsa", "exact"])
+def test_factorised_rules_aggregate_fedpdpos_shared_adapter(tmp_path, rule):
+    """FedPDPO's shared LoRA goes through the same rules; its personal modules stay put."""
+    from theory_lab.cli import main
+
+    block = f'name = "feddpo"\nlocal_steps = 2\nlora_aggregation = "{rule}"\n'
+    cfg = tiny_llm(tmp_path, rounds=2, log_every=1, n_clients=3, participation=0,
+                   personal="[llm.personal]\nenabled = true\n", algorithm=block)
+    assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    t = pd.read_csv(tmp_path / "out" / "results.csv")
+    err = t["lora_agg_error_rel"].dropna()
+    assert len(err) == 2
+    if rule == "ffa":
+        assert err.max() < 1e-6                       # float32 rounding only (~2e-7)
+    if rule == "fedsa":                               # a real error (small: η³ from B = 0) and personal accuracy
+        assert err.max() > 5e-6 and t["personal_pref_acc"].notna().all()
