@@ -12,7 +12,7 @@ import copy
 
 import numpy as np
 
-from analysis import judge_exponent, judge_identical, loglog_slope
+from analysis import judge_exponent, judge_identical, judge_ratio, loglog_slope, ratio_fit
 from theory_lab import bounds
 from theory_lab.config import build_config
 from theory_lab.runner import make_oracle
@@ -234,6 +234,42 @@ def noise_floor(ctx: Context, c: Claim) -> Outcome:
     out = Outcome.from_fit(fit, verdict, -1.0, small=eta * run_constant(res, "L_clients"),
                            figure=plot_fit(ctx, c.id, fit, *plot))
     return out.coefficient_check(c, f["floor"].to_numpy(), pred, f["seed"].to_numpy())
+
+
+MOMENTUM = {"lr": 0.5, "b": 1, "n": 8, "quick": {"betas": (0.0, 0.5, 0.75), "rounds": 600},
+            "full": {"betas": (0.0, 0.25, 0.5, 0.625, 0.75), "rounds": 1600}, "replicas": 16}
+
+
+@claim("server-momentum-floor", statement="FedAvgM (server momentum β) with E = 1 and ζ = 0 is heavy-ball "
+       "SGD: its floor is the noise floor at the effective step η/(1−β), ησ²/(4nb(1−β)) to leading order",
+       source="Hsu et al.'19, Reddi et al.'21 (server optimizers); ours (docs/theory.md §3.2)",
+       metric="subopt floor (stationary mean)",
+       regime="ζ=0, E=1, n={n} clients, batch {b}, η={lr}, server_opt = avgm with β ∈ {quick[betas]} "
+              "(full: {full[betas]}), {quick[rounds]} rounds quick, {full[rounds]} full, ≥{replicas} replicas",
+       params=MOMENTUM, predicted="slope 1 in 1/(1−β); floor = ησ²/(4nb(1−β)) (leading order)", tolerance=0.25,
+       band=(0.8, 1.25), small=Small("ηL_max/(1−β)", 0.75),
+       controls=[Control("no effect", "rival law", "momentum leaves the floor at its β = 0 value ησ²/(4nb): the "
+                         "same coefficient check must refute it")])
+def server_momentum_floor(ctx: Context, c: Claim) -> Outcome:
+    """The plug-in server optimizers change what the theory says they change: heavy ball on a
+    quadratic has stationary variance ηs(1+β)/((1−β)h(2(1+β) − ηh)) per direction (an AR(2)
+    process), ηs/(2h(1−β)) to leading order, so the floor is the β = 0 floor over 1 − β."""
+    P, eta, b, n = c.params["quick" if ctx.quick else "full"], c.params["lr"], c.params["b"], c.params["n"]
+    betas = P["betas"]
+    cfg = base(P["rounds"], batch_size=b, lr=eta, server_opt="avgm")
+    cfg["problem"].update(heterogeneity=0.0, dirichlet_alpha=0.0, n_clients=n)
+    res = ctx.sweep(cfg, [{"algorithm.server_momentum": beta} for beta in betas], min_seeds=c.params["replicas"])
+    gain = {i: 1.0 / (1.0 - beta) for i, beta in enumerate(betas)}
+    fit, verdict, plot = slope_claim(ctx, c.id, "1/(1−β)", gain, res, "subopt", 1.0, c.tolerance, tail=0.6)
+    f = floors(res.table, "subopt", 0.6)
+    base_floor = bounds.noise_floor(eta, constant_per_seed(res, "sigma2")(f), b, n)
+    g = np.asarray([gain[r] for r in f["run_id"]])
+    out = Outcome.from_fit(fit, verdict, 1.0, small=eta * run_constant(res, "L_clients") * max(gain.values()),
+                           figure=plot_fit(ctx, c.id, fit, *plot))
+    out.coefficient_check(c, f["floor"].to_numpy(), base_floor * g, f["seed"].to_numpy())
+    moved = f["run_id"].to_numpy() > 0     # the β > 0 points, where the two laws differ
+    rival = ratio_fit(f["floor"].to_numpy()[moved], base_floor[moved], f["seed"].to_numpy()[moved])
+    return out.control("no effect", rival, judge_ratio(rival, c.band))
 
 
 SCAFFOLD = {"E": 16, "b": 128, "lr": 0.5, "quick": {"hets": (1.0, 2.0, 4.0), "rounds": 200},
