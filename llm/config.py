@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 from llm.personal import PersonalConfig
+from theory_lab.choices import check_choices
 from theory_lab.errors import ConfigError
 
 DATASETS = ("hh-rlhf", "imdb-cad", "pandalm", "ultrafeedback")
@@ -24,24 +26,25 @@ class LLMConfig:
     n_clients: int = 5
     pairs_per_client: int = 120
     heldout_per_client: int = 40
-    partition: str = "iid"          # iid, dirichlet (over labels / topic clusters), natural
+    partition: Literal[PARTITIONS] = "iid"   # iid, dirichlet (over labels / topic clusters), natural
     dirichlet_alpha: float = 0.5
     conflict: float = 0.0           # preference conflict: 0 shared preferences .. 1 half the clients opposed
     beta: float = 0.2
-    loss_type: str = "sigmoid"
+    loss_type: Literal[LOSS_TYPES] = "sigmoid"
     max_length: int = 64
     max_prompt_length: int = 32
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    dtype: str = "auto"             # auto: bfloat16 on CUDA, float32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"   # auto: bfloat16 on CUDA, float32 on CPU
     device: str = "auto"
     eval_batch_size: int = 16
     seed: int = 0                   # data sampling and partition
     personal: PersonalConfig = field(default_factory=PersonalConfig)  # FedPDPO modules (llm/fedpdpo.py)
 
     def validate(self) -> None:
+        check_choices(self, "llm.")
         def need(ok: bool, name: str, message: str) -> None:
             if not ok:
                 raise ConfigError(f"llm.{name}", message)
@@ -53,14 +56,12 @@ class LLMConfig:
         need(self.n_clients >= 1, "n_clients", f"must be >= 1, got {self.n_clients}")
         need(self.pairs_per_client >= 1, "pairs_per_client", f"must be >= 1, got {self.pairs_per_client}")
         need(self.heldout_per_client >= 1, "heldout_per_client", f"must be >= 1, got {self.heldout_per_client}")
-        need(self.partition in PARTITIONS, "partition", f"must be one of {', '.join(PARTITIONS)}, got {self.partition!r}")
         if self.partition == "natural":
             need(bool(self.datasets) and len(self.datasets) == self.n_clients, "datasets",
                  f"the natural partition needs one data set per client ({self.n_clients})")
         need(self.dirichlet_alpha > 0, "dirichlet_alpha", f"must be > 0, got {self.dirichlet_alpha}")
         need(0.0 <= self.conflict <= 1.0, "conflict", f"must be in [0, 1], got {self.conflict}")
         need(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
-        need(self.loss_type in LOSS_TYPES, "loss_type", f"must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         need(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
         need(0 < self.max_prompt_length < self.max_length, "max_prompt_length",
              f"must be in (0, max_length={self.max_length}) so responses keep tokens, got {self.max_prompt_length}")
@@ -68,8 +69,6 @@ class LLMConfig:
         need(self.lora_alpha > 0, "lora_alpha", f"must be > 0, got {self.lora_alpha}")
         need(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         need(len(self.target_modules) >= 1, "target_modules", "needs at least one module name")
-        need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
-             f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         need(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         self.personal.validate()
 

@@ -18,9 +18,9 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from llm.config import LOSS_TYPES
 from theory_lab.errors import ConfigError
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 _ACCEPTS: dict[tuple[type, str], bool] = {}
 # transformers 5.24 renamed forward's `past_key_values` (and the output field) to `cache`
 CACHE_ARGS = ("cache", "past_key_values")

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from theory_lab.choices import check_choices
 from theory_lab.errors import ConfigError
 
 POOLS = ("mean", "last")
@@ -37,7 +39,7 @@ class PersonalConfig:
     personal_head: bool = True   # client-local low-rank change of the LM head
     head_rank: int = 4
     reward_head: bool = True     # client-local explicit reward head (Bradley-Terry)
-    reward_pool: str = "mean"    # hidden states pooled over the response: mean, or the last response token
+    reward_pool: Literal[POOLS] = "mean"   # hidden states pooled over the response: mean, or the last response token
     reward_weight: float = 1.0   # lambda: personalised margin = implicit + lambda * explicit
     bt_weight: float = 1.0       # gamma: + gamma * BT loss of the explicit reward alone
     bottleneck: bool = True      # client-local gated bottleneck adapter on the final hidden state
@@ -53,7 +55,7 @@ class PersonalConfig:
 
         need(self.head_rank >= 1, "head_rank", f"must be >= 1, got {self.head_rank}")
         need(self.bottleneck_dim >= 1, "bottleneck_dim", f"must be >= 1, got {self.bottleneck_dim}")
-        need(self.reward_pool in POOLS, "reward_pool", f"must be one of {', '.join(POOLS)}, got {self.reward_pool!r}")
+        check_choices(self, "llm.personal.")
         need(self.reward_weight >= 0 and math.isfinite(self.reward_weight), "reward_weight",
              f"must be a finite number >= 0, got {self.reward_weight}")
         need(self.bt_weight >= 0 and math.isfinite(self.bt_weight), "bt_weight",

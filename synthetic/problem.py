@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from theory_lab.choices import check_choices
 from theory_lab.errors import ConfigError
 
 DTYPE = torch.float64
@@ -35,9 +37,9 @@ class ProblemConfig:
     l2: float = 0.0                   # (l2/2)‖θ‖² added to every client's loss
     feature_bound: float = 1.0        # B: every ‖φ(x, y)‖ = B
     reward_scale: float = 2.0         # ‖θ̄*‖
-    behaviour: str = "uniform"        # "uniform" or "reference" (actions drawn from π_ref)
+    behaviour: Literal["uniform", "reference"] = "uniform"   # actions drawn uniformly or from π_ref
     ref_scale: float = 0.0            # ‖θ_ref‖
-    init: str = "reference"           # θ_0 = θ_ref, "zero", or "optimum" (θ*: measures floors
+    init: Literal["reference", "zero", "optimum"] = "reference"   # θ_0 = θ_ref, 0, or θ* (measures floors
                                       # without the transient)
     shared_data: bool = False         # every client holds client 0's pairs: ζ² = 0 exactly
     lora_rank: int = 0                # r > 0: train θ = θ_ref + vec(s·B A), B [lora_rows, r], A [r, d/lora_rows]
@@ -45,6 +47,7 @@ class ProblemConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        check_choices(self, "problem.")
         def need(ok: bool, field: str, msg: str, value) -> None:
             if not ok:
                 raise ConfigError(f"problem.{field}", f"{msg}, got {value!r}")
@@ -63,10 +66,6 @@ class ProblemConfig:
             need(getattr(self, field) >= 0, field, "must be >= 0", getattr(self, field))
         need(self.beta > 0, "beta", "must be > 0", self.beta)
         need(self.feature_bound > 0, "feature_bound", "must be > 0", self.feature_bound)
-        need(self.behaviour in ("uniform", "reference"), "behaviour",
-             "must be 'uniform' or 'reference'", self.behaviour)
-        need(self.init in ("reference", "zero", "optimum"), "init",
-             "must be 'reference', 'zero' or 'optimum'", self.init)
         if self.lora_rank or self.lora_rows:
             need(self.lora_rows >= 1 and self.dim % self.lora_rows == 0, "lora_rows",
                  f"must divide dim = {self.dim} when lora_rank > 0", self.lora_rows)

@@ -234,7 +234,7 @@ def test_validate_mixing_accepts_non_symmetric_when_allowed():
 
 
 @pytest.mark.parametrize("field, kw, n, match", [
-    ("topology.name", dict(name="mesh"), 4, "known: complete, ring"),
+    ("topology.name", dict(name="mesh"), 4, "'complete', 'ring'"),
     ("topology.mixing", dict(mixing="uniform"), 4, "metropolis"),
     ("topology.er_p", dict(er_p=0.0), 4, "(0, 1]"),
     ("topology.er_p", dict(er_p=1.5), 4, "(0, 1]"),

@@ -16,10 +16,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from theory_lab import tracks
 from theory_lab.algorithms import REGISTRY
+from theory_lab.choices import check_choice, check_choices
 from theory_lab.errors import ConfigError
 from theory_lab.factorised import RULES as LORA_RULES
 from theory_lab.topology import TopologyConfig
@@ -54,55 +55,45 @@ class AlgorithmConfig:
     participation: int = 0      # S clients sampled per round without replacement; 0 = all
     server_lr: float = 1.0
     q_max: int = 0              # bounded staleness: a client may start from a model q_max rounds old
-    delay: str = "uniform"      # delay ~ U{0..q_max} ("uniform") or always q_max ("max")
-    stale_rule: str = "model_average"  # average returned models, or "delta": apply averaged deltas
+    delay: Literal["uniform", "max"] = "uniform"   # delay ~ U{0..q_max}, or always q_max
+    stale_rule: Literal["model_average", "delta"] = "model_average"  # average returned models, or apply averaged deltas
     prox_mu: float = 0.0        # FedProx proximal weight
     lr: float = 0.1
-    schedule: str = "constant"
+    schedule: Literal[SCHEDULES] = "constant"
     decay_steps: float = 100.0  # t0 of the inverse / inv_sqrt schedules
     batch_size: int = 8         # pairs per client per local step; 0 = exact gradients
-    optimizer: str = "sgd"
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    state_policy: str = "keep"  # optimizer state at communication: keep / reset / average
-    server_opt: str = "sgd"     # server update rule on the averaged delta: sgd (FedAvg), avgm, adagrad, adam, yogi
+    state_policy: Literal["keep", "reset", "average"] = "keep"  # optimizer state at communication
+    server_opt: Literal[SERVER_OPTIMIZERS] = "sgd"   # server rule on the averaged delta: sgd (FedAvg), avgm, adagrad, adam, yogi
     server_momentum: float = 0.9                  # avgm's beta
     server_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])   # adagrad / adam / yogi
     server_eps: float = 1e-3                      # their tau (Reddi et al. 2021)
-    lora_aggregation: str = "factors"   # factorised (LoRA) parameters: factors / ffa / fedsa / exact (theory_lab.factorised)
+    lora_aggregation: Literal[LORA_RULES] = "factors"   # factorised (LoRA) parameters (theory_lab.factorised)
 
     def validate(self) -> None:
+        check_choices(self, "algorithm.")
         _check(self.name in REGISTRY, "algorithm.name", f"unknown algorithm {self.name!r}; known: {', '.join(REGISTRY)}")
         _check(self.local_steps >= 1, "algorithm.local_steps", f"must be >= 1, got {self.local_steps}")
         _check(self.participation >= 0, "algorithm.participation", f"must be >= 0, got {self.participation}")
         _check(self.server_lr > 0, "algorithm.server_lr", f"must be > 0, got {self.server_lr}")
         _check(self.q_max >= 0, "algorithm.q_max", f"must be >= 0, got {self.q_max}")
-        _check(self.delay in ("uniform", "max"), "algorithm.delay", f"must be 'uniform' or 'max', got {self.delay!r}")
-        _check(self.stale_rule in ("model_average", "delta"), "algorithm.stale_rule",
-               f"must be 'model_average' or 'delta', got {self.stale_rule!r}")
         _check(self.prox_mu >= 0, "algorithm.prox_mu", f"must be >= 0, got {self.prox_mu}")
         _check(self.lr > 0 and math.isfinite(self.lr), "algorithm.lr", f"step size must be > 0, got {self.lr}")
-        _check(self.schedule in SCHEDULES, "algorithm.schedule", f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         _check(self.decay_steps > 0, "algorithm.decay_steps", f"must be > 0, got {self.decay_steps}")
         _check(self.batch_size >= 0, "algorithm.batch_size", f"must be >= 0 (0 = exact gradients), got {self.batch_size}")
-        _check(self.optimizer in ("sgd", "adamw"), "algorithm.optimizer", f"must be 'sgd' or 'adamw', got {self.optimizer!r}")
         _check(0 <= self.momentum < 1, "algorithm.momentum", f"must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0, "algorithm.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "algorithm.betas",
                f"must be two numbers in [0, 1), got {self.betas}")
         _check(self.eps > 0, "algorithm.eps", "must be > 0")
-        _check(self.state_policy in ("keep", "reset", "average"), "algorithm.state_policy",
-               f"must be 'keep', 'reset' or 'average', got {self.state_policy!r}")
-        _check(self.server_opt in SERVER_OPTIMIZERS, "algorithm.server_opt",
-               f"unknown server optimizer {self.server_opt!r}; known: {', '.join(SERVER_OPTIMIZERS)}")
         _check(0 <= self.server_momentum < 1, "algorithm.server_momentum", f"must be in [0, 1), got {self.server_momentum}")
         _check(len(self.server_betas) == 2 and all(0 <= b < 1 for b in self.server_betas), "algorithm.server_betas",
                f"must be two numbers in [0, 1), got {self.server_betas}")
         _check(self.server_eps > 0, "algorithm.server_eps", "must be > 0")
-        _check(self.lora_aggregation in LORA_RULES, "algorithm.lora_aggregation",
-               f"unknown rule {self.lora_aggregation!r}; known: {', '.join(LORA_RULES)}")
         algorithm = REGISTRY[self.name]
         read = algorithm.fields_read(self)
         for f in dataclasses.fields(self):   # a setting the algorithm does not read is an error, not a no-op
@@ -169,6 +160,8 @@ def _check(ok: bool, field_name: str, message: str) -> None:
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:
     """Check `value` against a simple annotation (int, float, str, bool, list[...], X | None)."""
+    if check_choice(value, annotation, where):
+        return value
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import networkx as nx
@@ -16,6 +17,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.csgraph
 
+from theory_lab.choices import check_choices
 from theory_lab.errors import ConfigError
 from theory_lab.results import atomic_write
 
@@ -30,8 +32,8 @@ _TOL = 1e-10
 class TopologyConfig:
     """The `[topology]` config section; plain annotations so the generic TOML loader can type-check."""
 
-    name: str = "complete"
-    mixing: str = "metropolis"  # ignored by lazy_complete, one_peer_exponential and custom
+    name: Literal[NAMES] = "complete"
+    mixing: Literal[RULES] = "metropolis"  # ignored by lazy_complete, one_peer_exponential and custom
     er_p: float = 0.3
     radius: float = 0.5
     graph_seed: int = 0
@@ -40,10 +42,7 @@ class TopologyConfig:
     weights_file: str | None = None
 
     def validate(self) -> None:
-        if self.name not in NAMES:
-            raise ConfigError("topology.name", f"unknown topology {self.name!r}; known: {', '.join(NAMES)}")
-        if self.mixing not in RULES:
-            raise ConfigError("topology.mixing", f"unknown rule {self.mixing!r}; known: {', '.join(RULES)}")
+        check_choices(self, "topology.")
         if not 0 < self.er_p <= 1:
             raise ConfigError("topology.er_p", f"must be in (0, 1], got {self.er_p}")
         if not self.radius > 0:
