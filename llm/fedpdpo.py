@@ -124,6 +124,7 @@ class FedPDPOOracle(LLMOracle):
     def _load_client(self, theta: torch.Tensor, client: int) -> None:
         """The shared adapter θ [P] (or, local-only, the client's own LoRA) into the model."""
         self.model.train(False)
+        self._use_client_delta(client)
         if self.cfg.share_lora:
             set_trainable_vector(self.model, theta)
         else:

@@ -77,6 +77,8 @@ class LLMOracle:
         self._lora = lora_modules(model)
         self.factor_layout = [f for _, _, f in self._lora]   # where each A and B sits in a row
         self._base_weights = None   # the base weights before any frozen delta (set_frozen_delta)
+        self._client_deltas: dict[int, torch.Tensor] = {}   # stale starts' own deltas, by client
+        self._server_delta = self._folded = None
         # the fixed evaluation batch of the global objective: the first eval_batch_size training pairs
         self.eval_idx = [torch.arange(min(self.eval_batch_size, tp.n_pairs)) for tp in self.train]
         # reference log-probs [n_i, 2] (chosen, rejected), once per client
@@ -116,12 +118,28 @@ class LLMOracle:
                 out.append(self.beta * ((c - r) - (rc - rr)))
         return torch.cat(out)
 
-    def set_frozen_delta(self, delta: torch.Tensor) -> None:
+    def set_frozen_delta(self, delta: torch.Tensor, rows: torch.Tensor | None = None,
+                         clients: torch.Tensor | None = None) -> None:
         """The ``exact`` aggregation rule's dense residual [1, D], added to the LoRA modules' frozen
-        base weights (theory_lab.factorised; llm.model.fold_into_base)."""
+        base weights (theory_lab.factorised; llm.model.fold_into_base). `rows` [1, K, D]: until the
+        next call, client clients[0, k] trains on its own delta rows[0, k] (a stale start's)."""
         if self._base_weights is None:
             self._base_weights = [m.base_layer.weight.detach().clone() for _, m, _ in self._lora]
-        fold_into_base(self._lora, delta[0], self._base_weights)
+        self._client_deltas = {} if rows is None else {
+            int(c): rows[0, k] for k, c in enumerate(self._client_ids(rows, clients))}
+        self._folded = None
+        self._fold(delta[0])
+        self._server_delta = delta[0]
+
+    def _fold(self, delta: torch.Tensor) -> None:
+        if self._folded is not delta:
+            fold_into_base(self._lora, delta, self._base_weights)
+            self._folded = delta
+
+    def _use_client_delta(self, client: int) -> None:
+        """Before client `client`'s forward passes: its own frozen delta, if it has one."""
+        if self._client_deltas:
+            self._fold(self._client_deltas.get(client, self._server_delta))
 
     def _load(self, theta: torch.Tensor) -> None:
         self.model.train(False)   # no dropout, whatever the caller did to the model in between
@@ -184,6 +202,7 @@ class LLMOracle:
         out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
         for k, c in enumerate(ids):
             self._load(X[0, k])
+            self._use_client_delta(c)
             self._zero_grad()
             self._backward(c, self._client_indices(c, batch), 1.0)
             out[0, k] = self._flat_grad().to(out)
@@ -197,6 +216,7 @@ class LLMOracle:
         with torch.no_grad():
             for k, c in enumerate(ids):
                 self._load(X[0, k])
+                self._use_client_delta(c)
                 idx = self._client_indices(c, batch)
                 out[0, k] = sum(self._losses(self.train[c], self.ref_train[c], ch).double().sum().cpu()
                                 for ch in self._chunks(idx)) / len(idx)

@@ -37,15 +37,20 @@ class FactorisedOracle:
         self._x0 = torch.cat([a0, torch.zeros(self.n_seeds, m * r, dtype=DTYPE)], -1)
         self.theta_ref = inner.problem.theta_ref                                  # [S, d]
         self.frozen_delta = torch.zeros_like(self.theta_ref)
+        self.row_deltas = None     # [S, K, d]: the rows' own δ while stale starts train
 
     def theta(self, X: torch.Tensor) -> torch.Tensor:
         """θ of rows X [S, K, P] -> [S, K, d] (or [S, P] -> [S, d])."""
-        base = self.theta_ref + self.frozen_delta
-        return (base if X.dim() == 2 else base[:, None]) + products(X, self.factor_layout)
+        if X.dim() == 2:
+            return self.theta_ref + self.frozen_delta + products(X, self.factor_layout)
+        delta = self.frozen_delta[:, None] if self.row_deltas is None else self.row_deltas
+        return self.theta_ref[:, None] + delta + products(X, self.factor_layout)
 
-    def set_frozen_delta(self, delta: torch.Tensor) -> None:
-        """δ [S, d]: the dense part of every client's θ that no factor holds."""
+    def set_frozen_delta(self, delta: torch.Tensor, rows: torch.Tensor | None = None, clients=None) -> None:
+        """δ [S, d]: the dense part of θ that no factor holds. `rows` [S, K, d]: until the next
+        call, the parameter rows' own δ (clients that started from an older round's model)."""
         self.frozen_delta = delta.to(self.theta_ref).clone()
+        self.row_deltas = None if rows is None else rows.to(self.theta_ref)
 
     def init_params(self) -> torch.Tensor:
         return self._x0.clone()

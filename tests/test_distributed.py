@@ -64,8 +64,8 @@ CASES = {
     # factorised policy (FACTORISED): personal B factors with stale starts; the exact residual
     "feddpo-lora-fedsa": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nq_max = 2\noptimizer = "adamw"\n'
                           'lr = 0.05\nlora_aggregation = "fedsa"', "", 2),
-    "feddpo-lora-exact": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nlr = 1.0\nlora_aggregation = "exact"',
-                          "", 2),
+    "feddpo-lora-exact": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nq_max = 2\nlr = 1.0\n'
+                          'lora_aggregation = "exact"', "", 2),
 }
 FACTORISED = "dim = 4\nlora_rank = 1\nlora_rows = 2\n"
 LORA_METRICS = ["lora_agg_error", "lora_agg_error_rel", "personal_pref_acc"]

@@ -63,20 +63,37 @@ def test_error_matches_its_formula_and_vanishes_with_one_client():
 
 # ----------------------------------------------------------------------------- the rules, synthetic
 
-@pytest.mark.parametrize("rule, exact", [("exact", True), ("factors", False)])
-def test_exact_is_the_average_of_the_client_models_and_factors_is_not(rule, exact):
-    config = build_config(factorised_cfg(rule))
+@pytest.mark.parametrize("rule, algorithm", [
+    ("exact", {}), ("factors", {}),                                              # factors: the control
+    ("exact", {"participation": 4, "q_max": 2}),                                 # stale starts, each on its own base
+    ("exact", {"participation": 4, "q_max": 2, "stale_rule": "delta", "server_lr": 0.5}),
+    ("exact", {"name": "fedprox", "prox_mu": 0.1}), ("exact", {"name": "scaffold", "participation": 5})])
+def test_exact_is_the_average_of_the_client_models_and_factors_is_not(rule, algorithm):
+    """In θ itself: the server holds Σ w_i θ_i (model_average), or θ_server + η_g Σ w_i (θ_i − θ_start_i)
+    (delta rule), with each client's θ as the oracle computed it while that client trained."""
+    config = build_config(factorised_cfg(rule, **algorithm))
     oracle = make_oracle(config)
-    alg = make_algorithm(config.algorithm, oracle, InProcessCommunicator(), torch.Generator().manual_seed(0), 4)
-    seen = recording(alg)
-    for r in range(4):
-        before = oracle.frozen_delta.clone()
+    alg = make_algorithm(config.algorithm, oracle, InProcessCommunicator(), torch.Generator().manual_seed(0), 6)
+    local, seen = alg.local, []
+
+    def recorded(start, clients):
+        X = local(start, clients)
+        seen.append((oracle.theta(X), oracle.theta(start), clients))   # with the deltas the clients trained on
+        return X
+    alg.local = recorded
+    a = config.algorithm
+    for r in range(6):
+        before = oracle.theta(alg.model())
         alg.round(r)
-        X, _ = seen[-1]
-        clients_theta = oracle.theta_ref[:, None] + before[:, None] + products(X, oracle.factor_layout)
-        average = torch.einsum("sk,skd->sd", oracle.weights, clients_theta)
-        gap = (oracle.theta(alg.model()) - average).abs().max().item()
-        assert (gap < 1e-12) if exact else (gap > 1e-4), (r, gap)
+        thetas, starts, clients = seen[-1]
+        w = oracle.weights if clients is None else oracle.weights.gather(1, clients)
+        w = (w / w.sum(1, keepdim=True))[..., None]
+        if a.stale_rule == "delta":
+            expected = before + a.server_lr * (w * (thetas - starts)).sum(1)
+        else:
+            expected = before + a.server_lr * ((w * thetas).sum(1) - before)
+        gap = (oracle.theta(alg.model()) - expected).abs().max().item()
+        assert (gap < 1e-12) if rule == "exact" else (gap > 1e-4), (r, gap)
 
 
 def test_ffa_trains_and_sends_only_b():
@@ -122,7 +139,7 @@ def test_decdpo_takes_ffa_and_refuses_what_it_cannot_gossip():
 
 @pytest.mark.parametrize("change, field", [
     ({"problem": {"lora_rank": 0, "lora_rows": 0}}, "algorithm.lora_aggregation"),   # nothing factorised
-    ({"algorithm": {"q_max": 2}}, "algorithm.lora_aggregation"),                     # exact with stale starts
+    ({"algorithm": {"server_opt": "adam"}}, "algorithm.lora_aggregation"),           # exact with an adaptive server
     ({"problem": {"lora_rows": 5}}, "problem.lora_rows"),                            # 5 does not divide 12
     ({"problem": {"lora_rank": 4}}, "problem.lora_rank"),                            # θ is 4×3: rank ≤ 3
 ])
@@ -163,6 +180,28 @@ def test_exact_on_the_tiny_llm_averages_the_client_models():
         gap = (effective_weights(oracle, alg.model()[0], folded) - average).abs().max().item()
         assert gap < 1e-12, (r, gap)
     assert alg.bytes_per_round() > 2 * 3 * oracle.dim * 8     # the dense residual travels too
+
+
+def test_stale_clients_train_on_their_own_base_on_the_tiny_llm():
+    """set_frozen_delta(server, rows, clients): each client's loss is the one at its own delta."""
+    from tests.test_llm_oracle import make_oracle as tiny_oracle
+
+    oracle = tiny_oracle(torch.float64)
+    D = sum(f.dense_size for f in oracle.factor_layout)
+    g = torch.Generator().manual_seed(0)
+    rows = 0.05 * torch.randn(1, 2, D, generator=g, dtype=torch.float64)
+    server = torch.zeros(1, D, dtype=torch.float64)
+    clients = torch.tensor([[2, 0]])
+    X = oracle.init_params().unsqueeze(1).expand(-1, 2, -1).clone()
+    X[..., oracle.factor_layout[0].b] = 0.1            # B ≠ 0 so the adapter is live too
+    oracle.set_frozen_delta(server, rows, clients)
+    together = oracle.loss(X, clients)
+    for k in range(2):
+        oracle.set_frozen_delta(rows[:, k])
+        alone = oracle.loss(X[:, k: k + 1], clients[:, k: k + 1])
+        assert torch.allclose(together[:, k], alone[:, 0], rtol=0, atol=1e-12)
+    oracle.set_frozen_delta(server)
+    assert not torch.allclose(oracle.loss(X, clients), together)     # the rows' deltas mattered
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")

@@ -10,10 +10,11 @@ of the client models (FLoRA's "aggregation noise"). The rules (`algorithm.lora_a
 - ``fedsa``: A shared and averaged, B personal to each client (FedSA-LoRA);
 - ``exact``: the factors are averaged and the part of avg(s·B A) they miss, the residual
   s(Σ w_i B_i A_i − B̄ Ā), is folded into a frozen dense delta of the base (FedEx-LoRA), so the
-  server's effective weights are the exact average of the clients'.
+  server's effective weights are the exact average of the clients' (FedDPO.aggregate_factors).
 
 An oracle with factorised parameters exposes `factor_layout` (a list of `Factor`) and, for
-``exact``, `set_frozen_delta(delta [S, D])` with D = Σ m·k over its factors.
+``exact``, `set_frozen_delta(delta [S, D], rows=None, clients=None)` with D = Σ m·k over its
+factors (`rows` [S, K, D]: the deltas that stale participants train on until the next call).
 
 >>> import torch
 >>> f = Factor(a=slice(0, 2), a_shape=(1, 2), b=slice(2, 4), b_shape=(2, 1), scale=1.0)
@@ -69,17 +70,8 @@ def products(X: torch.Tensor, layout: list[Factor]) -> torch.Tensor:
     return torch.cat(out, -1)
 
 
-def exact_residual(X: torch.Tensor, w: torch.Tensor, layout: list[Factor], average) -> tuple[torch.Tensor, torch.Tensor]:
-    """(factor average [S, P], residual [S, D]) of client rows X [S, K, P] with weights w [S, K]:
-    Σ w_i s B_i A_i = s B̄ Ā + residual. `average` is the communicator's weighted row average, so
-    the sums run over every process's clients."""
-    center = average(X, w)
-    return center, average(products(X, layout), w) - products(center, layout)
-
-
 def aggregation_error(X: torch.Tensor, w: torch.Tensor, layout: list[Factor], start: torch.Tensor, *,
-                      server: torch.Tensor | None = None, residual_gain: torch.Tensor | None = None,
-                      average=None) -> tuple[torch.Tensor, torch.Tensor]:
+                      server: torch.Tensor | None = None, average=None) -> tuple[torch.Tensor, torch.Tensor]:
     """How far the aggregated model is from the average of the client models, in effective weights.
 
     Parameters
@@ -88,12 +80,11 @@ def aggregation_error(X: torch.Tensor, w: torch.Tensor, layout: list[Factor], st
     layout : the factorised modules.
     start : [S, P] the round's common start (the relative error's scale).
     server : [S, P] the aggregated factors (default: the weighted average of X).
-    residual_gain : [S, D] what the rule adds to the frozen delta this round (``exact``), or None.
     average : the communicator's weighted average (default: in-process).
 
     Returns
     -------
-    (error [S], relative [S]): ‖Σ w_i s B_iA_i − (s B A + gain)‖_F, summed over modules in
+    (error [S], relative [S]): ‖Σ w_i s B_iA_i − s B A‖_F, summed over modules in
     quadrature, and that over ‖Σ w_i s B_iA_i − s B_0 A_0‖_F, the size of the round's update.
     """
     if average is None:
@@ -102,10 +93,7 @@ def aggregation_error(X: torch.Tensor, w: torch.Tensor, layout: list[Factor], st
             return torch.einsum("sk,skp->sp", wt.to(T.dtype), T)
     mean_product = average(products(X, layout), w)
     server = average(X, w) if server is None else server
-    gap = mean_product - products(server, layout)
-    if residual_gain is not None:
-        gap = gap - residual_gain
-    error = gap.norm(dim=-1)
+    error = (mean_product - products(server, layout)).norm(dim=-1)
     return error, error / (mean_product - products(start, layout)).norm(dim=-1)
 
 

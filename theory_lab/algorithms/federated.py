@@ -23,7 +23,7 @@ import torch
 from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
 from theory_lab.errors import ConfigError
 from theory_lab.factorised import RULES as LORA_RULES
-from theory_lab.factorised import aggregation_error, dense_size, exact_residual, part_mask
+from theory_lab.factorised import aggregation_error, dense_size, part_mask, products
 from theory_lab.optim import Optimizer, gather_rows, put_rows
 from theory_lab.update_rules import server_optimizer
 
@@ -44,10 +44,9 @@ class FedDPO(Algorithm):
 
     @classmethod
     def check(cls, cfg) -> None:
-        if cfg.lora_aggregation == "exact" and (cfg.q_max or cfg.server_lr != 1 or cfg.server_opt != "sgd"):
-            raise ConfigError("algorithm.lora_aggregation", "'exact' is the exact average of the clients' weights "
-                              "only for plain FedAvg (q_max = 0, server_lr = 1, server_opt = 'sgd'): a stale start "
-                              "or a server step would need another round's frozen delta")
+        if cfg.lora_aggregation == "exact" and cfg.server_opt != "sgd":
+            raise ConfigError("algorithm.lora_aggregation", "'exact' makes the server's step exact in the clients' "
+                              "weights, which an adaptive server optimizer does not define: use server_opt = 'sgd'")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,8 +63,9 @@ class FedDPO(Algorithm):
         if rule == "fedsa":   # B personal: each client's own B factors, [S, N, |B|]
             self.b_mask = part_mask(self.layout, o.dim, "B")
             self.b_clients = self.server[:, self.b_mask].unsqueeze(1).repeat(1, o.n_clients, 1)
-        if rule == "exact":   # what the averaged factors miss, folded into the base: [S, D]
-            self.frozen_delta = self.server.new_zeros(o.n_seeds, dense_size(self.layout))
+        if rule == "exact":   # what the factors miss, folded into the base: [S, D] per round, newest first
+            self.deltas = [self.server.new_zeros(o.n_seeds, dense_size(self.layout))]
+        self.delay = None     # [S, K]: this round's delays (None: every start is the current model)
 
     # ------------------------------------------------------------------ the round's hooks
     def sample_participants(self) -> torch.Tensor | None:
@@ -79,6 +79,7 @@ class FedDPO(Algorithm):
     def start_models(self, clients, r: int) -> torch.Tensor:
         """Each participant's starting model: the server model of `delay` rounds ago."""
         o, cfg, K = self.oracle, self.cfg, self.n_part
+        self.delay = None
         if cfg.q_max == 0:
             return self._own_factors(self.server.unsqueeze(1).expand(-1, K, -1), clients)
         depth = min(cfg.q_max, r)
@@ -87,8 +88,15 @@ class FedDPO(Algorithm):
         else:
             u = torch.rand(o.n_seeds, K, generator=self.gen, dtype=torch.float64)
             delay = (u * (depth + 1)).long().clamp_(max=depth)
+        self.delay = delay
         stack = torch.stack(self.history)  # [depth+1, S, P]
         return self._own_factors(stack[delay, torch.arange(o.n_seeds).unsqueeze(1)], clients)
+
+    def start_deltas(self) -> torch.Tensor:
+        """exact: [S, K, D] the frozen delta of each participant's start (the round it started from)."""
+        if self.delay is None:
+            return self.deltas[0].unsqueeze(1).expand(-1, self.n_part, -1)
+        return torch.stack(self.deltas)[self.delay, torch.arange(self.oracle.n_seeds).unsqueeze(1)]
 
     def _own_factors(self, start, clients):
         """fedsa: every participant starts from the shared A and its own B."""
@@ -109,19 +117,28 @@ class FedDPO(Algorithm):
             return self.comm.average(X - start, w, clients), center
         return center - self.server, center
 
-    def aggregate_factors(self, X, clients, w, center) -> tuple[torch.Tensor, torch.Tensor]:
+    def aggregate_factors(self, X, start, clients, w, delta, center) -> tuple[torch.Tensor, torch.Tensor]:
         """The lora_aggregation rule's part of the round, before the server update: fedsa keeps
-        the participants' B, exact folds the residual into the frozen delta. Returns the
-        aggregation error (absolute, relative) of what the server will hold."""
+        the participants' B; exact makes the server's effective weight the rule's exact target
+        (the average of the clients' weights, or the current one plus their averaged change under
+        stale_rule = delta, times server_lr) and folds what the factors miss into the frozen delta.
+        Returns the aggregation error (absolute, relative) of what the server will hold."""
         average = lambda T, wt: self.comm.average(T, wt, clients)   # noqa: E731
-        gain = None
-        if self.cfg.lora_aggregation == "exact":
-            _, gain = exact_residual(X, w, self.layout, average)
-            self.frozen_delta = self.frozen_delta + gain
-            self.oracle.set_frozen_delta(self.frozen_delta)
         if self.cfg.lora_aggregation == "fedsa":
             put_rows(self.b_clients, clients, X[..., self.b_mask])
-        return aggregation_error(X, w, self.layout, self.server, server=center, residual_gain=gain, average=average)
+        if self.cfg.lora_aggregation != "exact":
+            return aggregation_error(X, w, self.layout, self.server, server=center, average=average)
+        now = self.deltas[0] + products(self.server, self.layout)
+        if self.cfg.stale_rule == "delta":
+            change = average(products(X, self.layout) - products(start, self.layout), w)
+        else:
+            change = average(self.start_deltas() + products(X, self.layout), w) - now
+        target = now + self.cfg.server_lr * change
+        held = products(self.server + self.cfg.server_lr * delta, self.layout)   # the factors after server_update
+        self.deltas = [target - held, *self.deltas][: self.cfg.q_max + 1]
+        self.oracle.set_frozen_delta(self.deltas[0])
+        error = (target - self.deltas[0] - held).norm(dim=-1)
+        return error, error / (target - now).norm(dim=-1)
 
     def server_update(self, delta) -> None:
         step, self.server_state = self.server_rule.update(delta, self.server_state)
@@ -134,10 +151,15 @@ class FedDPO(Algorithm):
         clients = self.sample_participants()
         w = gather_rows(self.oracle.weights, clients)
         start = self.start_models(clients, r)
+        stale = self.cfg.lora_aggregation == "exact" and self.delay is not None
+        if stale:   # each participant trains on its own start's base
+            self.oracle.set_frozen_delta(self.deltas[0], self.start_deltas(), clients)
         X = self.local(start, clients)
+        if stale:
+            self.oracle.set_frozen_delta(self.deltas[0])
         delta, center = self.aggregate(X, start, clients, w)
         delta, center = self.keep_frozen(torch.zeros_like(delta), delta), self.keep_frozen(self.server, center)
-        error = self.aggregate_factors(X, clients, w, center) if self.layout else (None, None)
+        error = self.aggregate_factors(X, start, clients, w, delta, center) if self.layout else (None, None)
         self.server_update(delta)
         self.opt.communicate(average=lambda T: self.comm.average(gather_rows(T, clients), w, clients))
         return RoundInfo(self.comm.consensus(X, center, clients), center.new_zeros(center.shape[0]),
@@ -156,7 +178,7 @@ class FedDPO(Algorithm):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         factors = {"fedsa": lambda: {"b_clients": self.b_clients},
-                   "exact": lambda: {"frozen_delta": self.frozen_delta}}.get(self.cfg.lora_aggregation, dict)()
+                   "exact": lambda: {"deltas": torch.stack(self.deltas)}}.get(self.cfg.lora_aggregation, dict)()
         return {"server": self.server, "history": torch.stack(self.history), **self.opt.state_dict(),
                 **{f"server_opt.{k}": v for k, v in self.server_state.items()}, **factors}
 
@@ -167,9 +189,9 @@ class FedDPO(Algorithm):
         self.server_state = {k: state[f"server_opt.{k}"].to(self.server) for k in self.server_state}
         if "b_clients" in state:
             self.b_clients = state["b_clients"].to(self.server).clone()
-        if "frozen_delta" in state:
-            self.frozen_delta = state["frozen_delta"].to(self.server)
-            self.oracle.set_frozen_delta(self.frozen_delta)
+        if "deltas" in state:
+            self.deltas = list(state["deltas"].to(self.server).unbind(0))
+            self.oracle.set_frozen_delta(self.deltas[0])
 
     def model(self) -> torch.Tensor:
         return self.server
