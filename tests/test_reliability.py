@@ -142,12 +142,17 @@ def test_resume_in_process_is_bit_identical(tmp_path, algorithm):
 @pytest.mark.parametrize("algorithm", sorted(RESUME_CASES))
 def test_resume_on_the_tiny_llm_is_bit_identical(tmp_path, algorithm):
     """Every registered algorithm on the LLM track: checkpoint at round 4 of 6, resume, the same table."""
+    resumed, full = tiny_llm_resumed(tmp_path, *llm_case(algorithm))
+    pd.testing.assert_frame_equal(resumed[SAME], full[SAME])
+
+
+def llm_case(algorithm: str) -> tuple[str, str]:
+    """RESUME_CASES[algorithm] for the tiny LLM's 3 clients: its [algorithm] lines, and a ring
+    topology for the gossip algorithms (config text to append)."""
     kw = {"participation": 0, "q_max": 0, "local_steps": 2, **RESUME_CASES[algorithm]}
     block = (f'name = "{algorithm}"\nlocal_steps = {kw["local_steps"]}\nparticipation = {kw["participation"] and 2}\n'
              f'q_max = {kw["q_max"]}\noptimizer = "{kw["optimizer"]}"\n{kw.get("extra", "")}\n')
-    topology = '[topology]\nname = "ring"\n' if algorithm in ("decdpo", "gradient_tracking") else ""
-    resumed, full = tiny_llm_resumed(tmp_path, block, topology)
-    pd.testing.assert_frame_equal(resumed[SAME], full[SAME])
+    return block, '[topology]\nname = "ring"\n' if algorithm in ("decdpo", "gradient_tracking") else ""
 
 
 def tiny_llm_resumed(tmp_path, block: str, extra: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -164,8 +169,11 @@ def tiny_llm_resumed(tmp_path, block: str, extra: str = "") -> tuple[pd.DataFram
     return table(part), table(tmp_path / "full")
 
 
-def test_sigkill_then_resume_matches_uninterrupted_synthetic(tmp_path):
-    cfg = write(tmp_path, rounds=4000, log_every=200, every=100)
+@pytest.mark.parametrize("algorithm", sorted(RESUME_CASES))
+def test_sigkill_then_resume_matches_uninterrupted_synthetic(tmp_path, algorithm):
+    """Every registered algorithm: SIGKILL mid-run (round >= 300 of 4000), resume, the same table."""
+    kw = {"participation": 0, "q_max": 0, **RESUME_CASES[algorithm]}
+    cfg = write(tmp_path, algorithm=algorithm, rounds=4000, log_every=200, every=100, **kw)
     assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
     out = tmp_path / "killed"
     kill_after_checkpoint([sys.executable, "-m", "theory_lab", "synthetic", "--config", str(cfg), "--out", str(out),
@@ -175,8 +183,12 @@ def test_sigkill_then_resume_matches_uninterrupted_synthetic(tmp_path):
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
-def test_sigkill_then_resume_matches_uninterrupted_tiny_llm(tmp_path):
-    cfg = tiny_llm(tmp_path, rounds=40, log_every=10, n_clients=3, participation=2)
+@pytest.mark.parametrize("algorithm", sorted(RESUME_CASES))
+def test_sigkill_then_resume_matches_uninterrupted_tiny_llm(tmp_path, algorithm):
+    """Every registered algorithm on the tiny LLM: SIGKILL mid-run, resume, the same table and adapter."""
+    block, topology = llm_case(algorithm)
+    cfg = tiny_llm(tmp_path, rounds=40, log_every=10, n_clients=3, participation=0, algorithm=block)
+    cfg.write_text(cfg.read_text() + topology)
     assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "full"), "--quiet"]) == 0
     out = tmp_path / "killed"
     kill_after_checkpoint([sys.executable, "-m", "theory_lab", "llm", "--config", str(cfg), "--out", str(out),
