@@ -302,10 +302,9 @@ def build_llm_oracle(cfg) -> LLMOracle:
     from llm.data import client_data, data_summary, tokenize_pairs
 
     cfg.validate()
-    if cfg.personal.enabled:  # FedPDPO: shared LoRA in the stack, personal modules inside the oracle
-        from llm.fedpdpo import build_fedpdpo_oracle
-
-        return build_fedpdpo_oracle(cfg)
+    if cfg.personal.enabled:
+        raise ConfigError("llm.personal.enabled", "FedPDPO's oracle holds personal modules: build it with "
+                                                  "llm.fedpdpo.build_fedpdpo_oracle (the track does)")
     device = resolve_device(cfg.device)
     train_pairs, heldout_pairs = client_data(cfg)   # data errors before the (slow) model load
     model, tokenizer = load_model(cfg.model, cfg.dtype, device)

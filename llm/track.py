@@ -9,6 +9,12 @@ from theory_lab.tracks import Track, register
 
 
 def build_oracle(cfg):
+    """FedPDPO's oracle (personal modules inside) when llm.personal is enabled, else the LoRA one.
+    Imported here, not at the top: transformers and peft load only when a model is built."""
+    if cfg.llm.personal.enabled:
+        from llm.fedpdpo import build_fedpdpo_oracle
+
+        return build_fedpdpo_oracle(cfg.llm)
     from llm.oracle import build_llm_oracle
 
     return build_llm_oracle(cfg.llm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,30 @@ def draw(report, out_dir) -> list[Path]:
                title=(suite + ("; not drawn: " + ", ".join(f"{r['claim']} ({r.get('verdict')})" for r in other)
                                if other else "")) or None, title_fontsize=6)
     paths = style.save(fig, out_dir, NAME)
-    from paper_figures.dashboard import panel_exponents
 
     return paths + style.single(out_dir, NAME, lambda ax: panel_exponents(ax, {"claims": rows}), height=3.0)
+
+
+def panel_exponents(ax, report: dict) -> None:
+    # exponent claims with a point prediction (not the upper-bound ones, not the ratios)
+    rows = [r for r in report["claims"] if r["claim"] not in RATIOS and r["claim"] not in UPPER]
+    for r in rows:
+        pred = predicted_exponent(r)
+        v = _num(r.get("value"))
+        if pred is None or not np.isfinite(v):
+            continue
+        lo, hi = _num(r.get("ci_low")), _num(r.get("ci_high"))
+        kw = VERDICT.get(r.get("verdict"), VERDICT["inconclusive"])
+        jitter = (zlib.crc32(r["claim"].encode()) % 7 - 3) * 0.06  # claims sharing a predicted value stay apart
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.plot([pred + jitter] * 2, [lo, hi], "-", color="0.2", lw=1)
+        ax.plot([pred + jitter], [v], ls="none", ms=4, **kw)
+    lims = np.array([-2.6, 2.6])
+    ax.plot(lims, lims, "-", color="0.6", lw=0.8, zorder=0)
+    ax.fill_between(lims, lims - 0.3, lims + 0.3, color="0.9", lw=0, zorder=0)
+    ax.set_xlim(*lims)
+    ax.set_ylim(*lims)
+    ax.set_xlabel("predicted exponent")
+    ax.set_ylabel("fitted exponent (95% CI)")
+    handles = [style.plt.Line2D([], [], ls="none", ms=4, label=k, **kw) for k, kw in VERDICT.items()]
+    ax.legend(handles=handles, loc="upper left", handletextpad=0.2, handlelength=1.0)

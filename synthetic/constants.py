@@ -32,11 +32,8 @@ class Constants:
     mu_global: torch.Tensor | None = None  # [S] strong convexity of every client loss everywhere (l2; 0 if H > 1)
 
 
-def exact_constants(problem: SyntheticProblem, model=None) -> Constants:
-    if model is None:
-        # oracle.py imports this module, so the objective is imported lazily here.
-        from synthetic.oracle import LogLinearDPO
-        model = LogLinearDPO(problem)
+def exact_constants(problem: SyntheticProblem, model) -> Constants:
+    """The constants of `problem` from its objective `model` (synthetic.oracle.LogLinearDPO)."""
     theta_star, iters = newton_minimize(model, problem.theta0)
     f_star = model.global_loss(theta_star)
     w = problem.client_weights

@@ -50,3 +50,39 @@ def test_the_tracks_register_what_configs_name():
     for name, module in tracks.BUILTIN.items():
         track = tracks.get(name)
         assert track.name == name and module.startswith(name + ".")
+
+
+def import_graph():
+    """Module -> project modules it imports (function-level imports included, `if TYPE_CHECKING:`
+    blocks not: they never run)."""
+    import networkx as nx
+
+    mods = {}
+    for pkg in ("theory_lab", "synthetic", "llm", "analysis", "paper_figures"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name.removesuffix(".__init__")] = path
+    graph = nx.DiGraph()
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph.add_edges_from((name, t) for t in targets if t in mods and t != name)
+    return graph
+
+
+def test_no_import_cycles():
+    import networkx as nx
+
+    cycles = list(nx.simple_cycles(import_graph()))
+    assert not cycles, f"import cycles: {cycles[:3]}"

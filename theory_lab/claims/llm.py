@@ -36,6 +36,7 @@ from analysis import RatioFit, Verdict
 from theory_lab.claims.base import Claim, Context, Control, Outcome, claim
 from theory_lab.config import build_config
 from theory_lab.estimate import HessianOps, client_grads, weighted
+from theory_lab.runner import make_oracle
 
 _ORACLES: dict = {}   # one model load per (model, sizes): the claims share it
 _STARTS: dict = {}    # id(oracle) -> _start(oracle): the client gradients at θ0, computed once
@@ -56,14 +57,12 @@ def llm_base(ctx: Context) -> dict:
 
 
 def _oracle(ctx: Context):
-    from llm.oracle import build_llm_oracle
-
     cfg = build_config(llm_base(ctx))
     key = repr(cfg.llm)
     if key not in _ORACLES:
         _ORACLES.clear()  # one model in memory at a time
         _STARTS.clear()
-        _ORACLES[key] = build_llm_oracle(cfg.llm)
+        _ORACLES[key] = make_oracle(cfg)
     return _ORACLES[key]
 
 
