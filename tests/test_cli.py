@@ -124,3 +124,18 @@ def test_one_point_of_a_sweep_config_says_so(tmp_path, capsys):
     assert main(["synthetic", "--config", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     assert "[sweep] table" in capsys.readouterr().err
     assert set(pd.read_csv(tmp_path / "o" / "results.csv")["topology"]) == {"ring"}
+
+
+def test_algorithms_lists_each_one_with_the_fields_it_reads(capsys):
+    import dataclasses
+
+    from theory_lab.algorithms import REGISTRY
+    from theory_lab.config import HELP, AlgorithmConfig
+
+    assert set(HELP) == {f.name for f in dataclasses.fields(AlgorithmConfig)}   # every field explained
+    assert main(["algorithms"]) == 0
+    out = capsys.readouterr().out
+    blocks = {b.split(" ", 1)[0]: b for b in ("\n" + out).split("\n") if b and not b.startswith(" ")}
+    assert set(blocks) == set(REGISTRY)
+    feddpo = out.split("feddpo (server)")[1].split("\nfedprox")[0]
+    assert "server_opt" in feddpo and "prox_mu" not in feddpo       # what it reads, and only that

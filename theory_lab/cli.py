@@ -221,6 +221,14 @@ def _summary(table) -> None:
     print(last.groupby(keys, sort=False)[cols].mean().to_string(float_format=lambda v: f"{v:.3e}"))
 
 
+def _cmd_algorithms(args) -> int:
+    from theory_lab.config import describe_algorithms, import_plugins
+
+    import_plugins(args.plugins)
+    print(describe_algorithms())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="theory-lab", description="Distributed DPO Lab")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float, default=60.0,
                            help="seconds before a silent rank is declared lost (--backend torch)")
         p.set_defaults(func=_cmd_run)
+    alg = sub.add_parser("algorithms", help="the registered algorithms and the [algorithm] fields each reads")
+    alg.add_argument("--plugins", action="append", default=[], metavar="MODULE",
+                     help="import MODULE first (it registers more algorithms; repeatable)")
+    alg.set_defaults(func=_cmd_algorithms)
     ver = sub.add_parser("verify", help="run the claim registry and write a verification report")
     ver.add_argument("--quick", action="store_true", help="reduced suite (fewer points and rounds)")
     ver.add_argument("--claims", help="comma-separated claim ids (default: all)")

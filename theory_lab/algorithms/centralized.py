@@ -11,6 +11,7 @@ from theory_lab.optim import Optimizer
 
 @register
 class Centralized(Algorithm):
+    """Centralized minibatch SGD on Σ w_i f_i with the same samples per round (E·b per client)."""
     name, family = "centralized", "centralized"
     reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: E, for E*b samples per client per round
 

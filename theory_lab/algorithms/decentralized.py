@@ -16,6 +16,7 @@ from theory_lab.optim import Optimizer
 
 @register
 class DecDPO(Algorithm):
+    """Decentralized DPO, adapt-then-combine: tau local steps, then one gossip X <- W X."""
     name, family = "decdpo", "gossip"
     reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: tau, the gossip period
     lora_rules = ("factors", "ffa")   # fedsa's personal B and exact's residual have no gossip form here
@@ -66,8 +67,8 @@ class DecDPO(Algorithm):
 
 @register
 class GradientTracking(DecDPO):
-    """x <- W(x - lr y);  y <- W y + g(x_new) - g(x_old): y tracks the average gradient, which
-    removes the heterogeneity term from the consensus error. Plain SGD steps: no client optimizer."""
+    """Gradient tracking: y tracks the average gradient, which removes the heterogeneity term.
+    x <- W(x - lr y);  y <- W y + g(x_new) - g(x_old). Plain SGD steps: no client optimizer."""
     name = "gradient_tracking"
     reads = ()   # communicates after every step (local_steps = 1), no optimizer settings
     lora_rules = ("factors",)   # its steps bypass local_updates, so ffa could not freeze A

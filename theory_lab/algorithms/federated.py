@@ -33,6 +33,7 @@ SERVER_SETTINGS = {"sgd": (), "avgm": ("server_momentum",), "adagrad": ("server_
 
 @register
 class FedDPO(Algorithm):
+    """FedAvg of DPO: E local steps, S of N clients, a server optimizer, bounded staleness."""
     name, family = "feddpo", "server"
     reads = ("local_steps", "participation", "server_lr", "q_max", "delay", "stale_rule", "server_opt",
              *CLIENT_OPTIMIZER)
