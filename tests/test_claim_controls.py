@@ -8,7 +8,8 @@ from theory_lab.claims import REGISTRY, Context
 CLAIMS = ["full-participation", "drift-floor", "participation-floor", "noise-floor", "scaffold-no-drift", "dpo-eta-beta2-invariance",
           "consensus-heterogeneity", "consensus-noise", "gt-no-heterogeneity", "topology-order",
           "consensus-spectral", "decdpo-bias", "rate-in-T", "smoothness-horizon",
-          "lora-agg-init", "lora-agg-generic", "lora-agg-exact-rules", "server-momentum-floor"]
+          "lora-agg-init", "lora-agg-generic", "lora-agg-exact-rules", "server-momentum-floor",
+          "server-momentum-drift"]
 
 
 @pytest.mark.parametrize("cid", CLAIMS)
