@@ -212,13 +212,17 @@ def _threads_for(track: str) -> None:
 
 
 def _summary(table) -> None:
-    """Final-round metrics, mean over seeds, per run."""
-    keys = [k for k in ("run_id", "algorithm", "local_steps", "participation", "topology", "q_max") if k in table]
-    last = table[table["round"] == table.groupby(keys)["round"].transform("max")]
-    cols = [c for c in ("subopt", "grad_norm_sq", "consensus_error", "eval_pref_acc") if last[c].notna().any()]
+    """Final-round metrics, mean over seeds, per run (with every setting that differs between runs)."""
+    config = list(table.columns[: table.columns.get_loc("seed")])
+    varied = [c for c in config if table[c].nunique(dropna=False) > 1]
+    keys = list(dict.fromkeys(k for k in ("run_id", "algorithm", "local_steps", "participation", "topology", "q_max",
+                                          *varied) if k in table))
+    last = table[table["round"] == table.groupby(keys, dropna=False)["round"].transform("max")]
+    cols = [c for c in ("subopt", "grad_norm_sq", "consensus_error", "eval_pref_acc", "personal_pref_acc")
+            if last[c].notna().any()]
     seeds = table["seed"].nunique()
     print(f"final round ({int(last['round'].max())}), mean over {seeds} seed{'s' * (seeds != 1)}:")
-    print(last.groupby(keys, sort=False)[cols].mean().to_string(float_format=lambda v: f"{v:.3e}"))
+    print(last.groupby(keys, sort=False, dropna=False)[cols].mean().to_string(float_format=lambda v: f"{v:.3e}"))
 
 
 def _cmd_algorithms(args) -> int:
