@@ -75,14 +75,16 @@ def test_llm_claims_run_on_a_tiny_model_and_are_opt_in(tmp_path):
     from theory_lab.verify import select
 
     assert not {"llm-drift", "llm-consensus"} & set(select(None))          # opt-in
-    assert {"llm-drift", "llm-participation", "llm-consensus", "llm-staleness"} <= set(select(None, "llm"))
-    ids = ["llm-drift", "llm-participation", "llm-consensus", "llm-staleness"]
+    ids = ["llm-drift", "llm-participation", "llm-consensus", "llm-staleness", "llm-lora-agg"]
+    assert set(ids) <= set(select(None, "llm"))
     assert main(["verify", "--quick", "--claims", ",".join(ids), "--llm-model", "tiny", "--llm-lr", "0.05",
                  "--data-dir", str(DATA), "--out", str(tmp_path)]) == 0
     rows = {r["claim"]: r for r in json.loads((tmp_path / "report.json").read_text())["claims"]}
     assert set(rows) == set(ids)
     drift = rows["llm-drift"]["details"]["observed/predicted per E"]
     assert abs(drift["1"] - 1.0) < 1e-3, drift
+    lora = rows["llm-lora-agg"]                      # the η² law of factor averaging, its rival order refuted
+    assert {k["name"]: k["verdict"] for k in lora["controls"]}["rival order"] == "refuted"
     for r in rows.values():
         assert r["verdict"] in ("confirmed", "refuted", "inconclusive") and "--llm-model tiny" in r["command"]
 

@@ -125,3 +125,19 @@ def leading_error(G: torch.Tensor, w: torch.Tensor, A0: torch.Tensor, B0: torch.
     M = G.mT @ G
     cov = (w * D @ (A0.mT @ A0)[:, None] @ (M - (w * M).sum(1, keepdim=True))).sum(1)
     return eta**3 * scale**4 * E**2 * (E - 1) / 2 * cov.flatten(-2).norm(dim=-1)
+
+
+def leading_error_from_factor_grads(grads: torch.Tensor, w: torch.Tensor, layout: list[Factor], eta: float,
+                                    E: int) -> torch.Tensor:
+    """[S]: the generic-start (B0 ≠ 0) leading error of `leading_error`, from the clients' gradients
+    with respect to the factors themselves, grads [S, K, P] (what any oracle returns; no dense G):
+    δB_i ≈ −ηE ∂f_i/∂B, δA_i ≈ −ηE ∂f_i/∂A, so the error is η²E² s ‖Σ w_i (g^B_i − ḡ^B)(g^A_i − ḡ^A)‖_F,
+    all modules in quadrature."""
+    w = (w / w.sum(1, keepdim=True)).to(grads.dtype)[..., None, None]
+    sq = 0.0
+    for f in layout:
+        gA = grads[..., f.a].unflatten(-1, f.a_shape)
+        gB = grads[..., f.b].unflatten(-1, f.b_shape)
+        dA, dB = gA - (w * gA).sum(1, keepdim=True), gB - (w * gB).sum(1, keepdim=True)
+        sq = sq + (f.scale * (w * dB @ dA).sum(1)).flatten(-2).pow(2).sum(-1)
+    return eta**2 * E**2 * sq.sqrt()
