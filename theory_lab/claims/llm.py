@@ -275,7 +275,7 @@ def llm_staleness(ctx: Context, c: Claim) -> Outcome:
     return out.coefficient_check(c, observed, predicted, exact=True)
 
 
-LORA_AGG = {"E": 2, "b_scale": 0.01, "eta_factors": (0.5, 1.0, 2.0)}
+LORA_AGG = {"E": 2, "b_scale": 0.01, "eta_factors": (0.5, 1.0, 2.0), "Es": (1, 2, 4)}
 
 
 @claim("llm-lora-agg", track="llm", statement="On the LLM, averaging LoRA's A and B separately misses the clients' "
@@ -283,10 +283,12 @@ LORA_AGG = {"E": 2, "b_scale": 0.01, "eta_factors": (0.5, 1.0, 2.0)}
        "second order in η, driven by the heterogeneity of the clients' factor gradients (docs/theory.md §3.6)",
        source="ours (docs/theory.md §3.6); FLoRA, FedEx-LoRA", metric="round-1 lora_agg_error / prediction",
        regime=REGIME.replace("all clients start at θ0 (B = 0)", "all clients start at θ0 with B ~ {b_scale}·N(0, 1)")
-       .format(**LORA_AGG) + "; FedDPO E={E}, η = --llm-lr × {eta_factors}".format(**LORA_AGG),
-       params=LORA_AGG, predicted="slope 2 in η; ratio 1", tolerance=0.25, band=BAND,
-       controls=[Control("rival order", "rival law", "slope 3, the order from B = 0: the same slope check must "
-                         "refute it")])
+       .format(**LORA_AGG) + "; FedDPO E={E} with η = --llm-lr × {eta_factors}, and E ∈ {Es} at --llm-lr"
+       .format(**LORA_AGG), params=LORA_AGG, predicted="slope 2 in η and in E; ratio 1", tolerance=0.25, band=BAND,
+       controls=[Control("rival order", "rival law", "slope 3 in η, the order from B = 0: the same slope check "
+                         "must refute it"),
+                 Control("rival order in E", "rival law", "slope 3 in E, as E²(E − 1) from B = 0: the same slope "
+                         "check must refute it")])
 def llm_lora_agg(ctx: Context, c: Claim) -> Outcome:
     oracle = _oracle(ctx)
     p, E = c.params, c.params["E"]
@@ -298,29 +300,36 @@ def llm_lora_agg(ctx: Context, c: Claim) -> Outcome:
     etas = [ctx.llm_lr * k for k in p["eta_factors"]]
     observed, predicted, ffa = [], [], None
 
-    def first_round(eta: float, rule: str):
-        alg = _algorithm(ctx, oracle, 1, local_steps=E, lr=eta, lora_aggregation=rule)
+    def first_round(eta: float, rule: str, steps: int):
+        alg = _algorithm(ctx, oracle, 1, local_steps=steps, lr=eta, lora_aggregation=rule)
         alg.load_state_dict({**alg.state_dict(), "server": x0, "history": x0[None]})
         return alg.round(0)
 
-    for eta in etas:
-        observed.append(float(first_round(eta, "factors").lora_agg_error[0]))
+    points = [(eta, E) for eta in etas] + [(ctx.llm_lr, e) for e in p["Es"] if e != E]
+    for eta, e in points:
+        observed.append(float(first_round(eta, "factors", e).lora_agg_error[0]))
         predicted.append(float(leading_error_from_factor_grads(grads, oracle.weights.double(), oracle.factor_layout,
-                                                                eta, E)[0]))
-    ffa = float(first_round(etas[-1], "ffa").lora_agg_error_rel[0])
-    slope = _log_slope(etas, observed)
+                                                                eta, e)[0]))
+    ffa = float(first_round(etas[-1], "ffa", E).lora_agg_error_rel[0])
+    by = dict(zip(points, observed))
+    slope = _log_slope(etas, [by[(eta, E)] for eta in etas])
+    slope_E = _log_slope(p["Es"], [by[(ctx.llm_lr, e)] for e in p["Es"]])
 
-    def judge(order: float) -> Verdict:
-        ok = abs(slope - order) <= c.tolerance
-        return Verdict("confirmed" if ok else "refuted", f"slope {slope:.3g} in η {'within' if ok else 'outside'} "
-                       f"{order:g} ± {c.tolerance:g}")
+    def judge(fitted: float, order: float, what: str) -> Verdict:
+        ok = abs(fitted - order) <= c.tolerance
+        return Verdict("confirmed" if ok else "refuted", f"slope {fitted:.3g} in {what} "
+                       f"{'within' if ok else 'outside'} {order:g} ± {c.tolerance:g}")
 
     ratios = np.asarray(observed) / np.asarray(predicted)
-    details = {"η": etas, "observed/predicted per η": [round(float(r), 4) for r in ratios],
-               "ffa relative error (float32 rounding)": ffa}
-    out = Outcome(slope, (slope, slope), judge(2.0), 2.0, details=details)
+    details = {"observed/predicted per (η, E)": {f"{eta:g}, {e}": round(float(r), 4) for (eta, e), r in zip(points, ratios)},
+               "slope in E (predicted 2)": round(slope_E, 3), "ffa relative error (float32 rounding)": ffa}
+    in_eta, in_E = judge(slope, 2.0, "η"), judge(slope_E, 2.0, "E")
+    both = Verdict("confirmed" if in_eta.status == in_E.status == "confirmed" else "refuted",
+                   f"{in_eta.reason}; {in_E.reason}")
+    out = Outcome(slope, (slope, slope), both, 2.0, details=details)
     out.coefficient_check(c, observed, predicted, exact=True)
-    return out.control("rival order", slope, judge(3.0))
+    out.control("rival order", slope, judge(slope, 3.0, "η"))
+    return out.control("rival order in E", slope_E, judge(slope_E, 3.0, "E"))
 
 
 LLM_CLAIMS = ("llm-drift", "llm-participation", "llm-consensus", "llm-staleness", "llm-lora-agg")
