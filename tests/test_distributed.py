@@ -64,6 +64,8 @@ CASES = {
     # factorised policy (FACTORISED): personal B factors with stale starts; the exact residual
     "feddpo-lora-fedsa": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nq_max = 2\noptimizer = "adamw"\n'
                           'lr = 0.05\nlora_aggregation = "fedsa"', "", 2),
+    "scaffold-lora-ffa": ('name = "scaffold"\nlocal_steps = 2\nparticipation = 6\nlr = 1.0\nlora_aggregation = "ffa"',
+                          "", 2),
     "feddpo-lora-exact": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nq_max = 2\nlr = 1.0\n'
                           'lora_aggregation = "exact"', "", 2),
 }
