@@ -8,7 +8,9 @@ and its aggregation error are exact and cheap: by the chain rule, with G = ∇_�
 
     ∇_A f = Bᵀ G,    ∇_B f = G Aᵀ.
 
-The constants (θ*, f*) stay those of θ: suboptimality is measured against the full-rank optimum.
+Suboptimality is measured against the full-rank optimum θ*. Those constants live in θ-space
+(`theta_constants`), not in the factors' space, so the oracle exposes no `constants` of its own:
+`predict` and `theory-lab constants` estimate the factorised problem's constants like any oracle's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class FactorisedOracle:
         self.factor_layout = [Factor(a=slice(0, r * k), a_shape=(r, k), b=slice(r * k, r * (k + m)),
                                      b_shape=(m, r), scale=1.0)]
         self.n_seeds, self.n_clients, self.dtype = inner.n_seeds, inner.n_clients, inner.dtype
-        self.weights, self.constants = inner.weights, inner.constants
+        self.weights, self.theta_constants = inner.weights, inner.constants
         self.dim = r * (k + m)
         self.smoothness = None          # θ's L does not bound the bilinear loss
         g = torch.Generator().manual_seed(seed)

@@ -233,3 +233,16 @@ def test_factorised_rules_aggregate_fedpdpos_shared_adapter(tmp_path, rule):
         assert err.max() < 1e-6                       # float32 rounding only (~2e-7)
     if rule == "fedsa":                               # a real error (small: η³ from B = 0) and personal accuracy
         assert err.max() > 5e-6 and t["personal_pref_acc"].notna().all()
+
+
+def test_predict_and_constants_estimate_the_factorised_problem(tmp_path, capsys):
+    """The factorised oracle's parameters are the factors, not θ: it exposes θ's constants only as
+    `theta_constants`, so predict and constants estimate its own (no shape error)."""
+    from theory_lab.cli import main
+
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[run]\nseeds = [0]\nrounds = 5\n[problem]\ndim = 12\nlora_rank = 2\nlora_rows = 4\n'
+                   '[algorithm]\nname = "feddpo"\nlocal_steps = 2\nlr = 0.2\nlora_aggregation = "exact"\n')
+    assert main(["predict", "--config", str(cfg)]) == 0
+    assert main(["constants", "--config", str(cfg)]) == 0
+    assert "zeta2" in capsys.readouterr().out

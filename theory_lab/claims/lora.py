@@ -43,7 +43,7 @@ def one_round(c: Claim, seeds: list[int], eta: float, E: int, generic: bool, rul
     G = oracle.inner.grad(oracle.theta(rows), None, None).unflatten(-1, (f.b_shape[0], f.a_shape[1]))
     pred = leading_error(G, oracle.weights, x0[:, f.a].unflatten(-1, f.a_shape), x0[:, f.b].unflatten(-1, f.b_shape),
                          f.scale, eta, E)
-    return alg.round(0).lora_agg_error.numpy(), pred.numpy(), float(oracle.constants.L.max())
+    return alg.round(0).lora_agg_error.numpy(), pred.numpy(), float(oracle.theta_constants.L.max())
 
 
 def _law(ctx: Context, c: Claim, generic: bool, order: float, rival: float) -> Outcome:
