@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from theory_lab.communicator import InProcessCommunicator
+
 RULES = ("factors", "ffa", "fedsa", "exact")
 
 
@@ -86,15 +88,16 @@ def aggregation_error(X: torch.Tensor, w: torch.Tensor, layout: list[Factor], st
     -------
     (error [S], relative [S]): ‖Σ w_i s B_iA_i − s B A‖_F, summed over modules in
     quadrature, and that over ‖Σ w_i s B_iA_i − s B_0 A_0‖_F, the size of the round's update.
+    One module's dense products at a time: the clients' [S, K, m·k] never for all modules at once.
     """
-    if average is None:
-        def average(T, wt):
-            wt = wt / wt.sum(1, keepdim=True)
-            return torch.einsum("sk,skp->sp", wt.to(T.dtype), T)
-    mean_product = average(products(X, layout), w)
+    average = average or InProcessCommunicator().average
     server = average(X, w) if server is None else server
-    error = (mean_product - products(server, layout)).norm(dim=-1)
-    return error, error / (mean_product - products(start, layout)).norm(dim=-1)
+    gap, update = 0.0, 0.0
+    for f in layout:
+        mean_product = average(products(X, [f]), w)
+        gap = gap + (mean_product - products(server, [f])).pow(2).sum(-1)
+        update = update + (mean_product - products(start, [f])).pow(2).sum(-1)
+    return gap.sqrt(), (gap / update).sqrt()
 
 
 def leading_error(G: torch.Tensor, w: torch.Tensor, A0: torch.Tensor, B0: torch.Tensor, scale: float,

@@ -130,9 +130,10 @@ class Algorithm:
             lr_sum += lr
         return X, lr_sum
 
-    def keep_frozen(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """ffa: a communicated tensor keeps its frozen (A) entries exactly: they never travel
-        (averaging identical copies would only add rounding)."""
+    def keep_frozen(self, before: torch.Tensor | float, after: torch.Tensor) -> torch.Tensor:
+        """ffa: a communicated tensor keeps its frozen (A) entries exactly (`before`: the tensor's
+        own old entries, or a number): they never travel (averaging identical copies would only
+        add rounding)."""
         return after if self.frozen is None else torch.where(self.frozen.to(after.device), before, after)
 
     def round(self, r: int) -> RoundInfo:

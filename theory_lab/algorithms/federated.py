@@ -159,7 +159,7 @@ class FedDPO(Algorithm):
         if stale:
             self.oracle.set_frozen_delta(self.deltas[0])
         delta, center = self.aggregate(X, start, clients, w)
-        delta, center = self.keep_frozen(torch.zeros_like(delta), delta), self.keep_frozen(self.server, center)
+        delta, center = self.keep_frozen(0.0, delta), self.keep_frozen(self.server, center)
         error = self.aggregate_factors(X, start, clients, w, delta, center) if self.layout else (None, None)
         self.server_update(delta)
         self.opt.communicate(average=lambda T: self.comm.average(gather_rows(T, clients), w, clients))
