@@ -52,6 +52,9 @@ class FedPDPOOracle(LLMOracle):
         base = model.get_base_model()
         self.body = getattr(base, base.base_model_prefix)     # the transformer without its LM head
         self.head = base.get_output_embeddings()
+        # the dtype the personal modules compute in: the backbone's (its final hidden state's), not
+        # the LoRA parameters' (peft keeps adapters in float32 over a bf16/fp16 backbone)
+        self.compute_dtype = self.head.weight.dtype
         self.lora_dim = self.dim
         self.modules = PersonalModules(self.cfg, self.head.weight.shape[1], self.lora_dim)
         gen = torch.Generator().manual_seed(seed)
@@ -85,7 +88,7 @@ class FedPDPOOracle(LLMOracle):
     def _blocks(self, client: int, requires_grad: bool = False):
         """(leaf vector, its blocks) of a client's personal parameters."""
         vec = self.personal[client].detach().clone().requires_grad_(requires_grad)
-        return vec, {k: v.to(self.dtype) for k, v in self.modules.split(vec).items()}
+        return vec, {k: v.to(self.compute_dtype) for k, v in self.modules.split(vec).items()}
 
     def _forward(self, tp, idx: torch.Tensor, blocks) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Chosen and rejected log-probs [b] under the personalised policy, and the explicit
