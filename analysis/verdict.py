@@ -27,6 +27,19 @@ class Verdict:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
 
 
+def _unusable_or_outside(fit, estimate: float, band: tuple[float, float], what: str, desc: str, target: str,
+                         note: str = "") -> Verdict | None:
+    """The two verdicts every interval check shares: no finite estimate or CI (inconclusive), or
+    a CI entirely outside the band (refuted, with the caller's `note`); None when the interval
+    needs the caller's own tests."""
+    if not all(map(math.isfinite, (estimate, fit.ci_low, fit.ci_high))):
+        return Verdict("inconclusive", f"no usable {what} or CI ({fit.n_points} points, "
+                                       f"{fit.n_dropped} dropped) to compare with the {target}.")
+    if fit.ci_high < band[0] or fit.ci_low > band[1]:
+        return Verdict("refuted", f"{desc} lies entirely outside the {target}{note}.")
+    return None
+
+
 def judge_exponent(fit: FitResult, predicted: float, tol: float, min_r2: float = 0.9,
                    max_ci_width: float | None = None) -> Verdict:
     """Compare a fitted slope with a predicted one, band [predicted − tol, predicted + tol].
@@ -37,18 +50,16 @@ def judge_exponent(fit: FitResult, predicted: float, tol: float, min_r2: float =
     The r² test is skipped for a flat prediction (|predicted| ≤ tol): when y does not depend
     on x, r² is ~0 by construction and says nothing about the fit.
     """
-    lo_b, hi_b = predicted - tol, predicted + tol
     pct = f"{100 * fit.ci_level:g}%"
     desc = (f"slope {fit.slope:.3g} ({pct} CI [{fit.ci_low:.3g}, {fit.ci_high:.3g}], "
             f"r²={fit.r2:.3g}, {fit.n_points} points, {fit.n_seeds} seeds)")
     target = f"predicted {predicted:g} ± {tol:g}"
-    if not all(map(math.isfinite, (fit.slope, fit.ci_low, fit.ci_high))):
-        return Verdict("inconclusive", f"no usable fit or CI ({fit.n_points} points, "
-                                       f"{fit.n_dropped} dropped) to compare with the {target}.")
-    if fit.ci_high < lo_b or fit.ci_low > hi_b:
-        poor = (f"; note r²={fit.r2:.3g} < {min_r2:g}, not a clean power law in this range"
-                if fit.r2 < min_r2 and abs(predicted) > tol else "")
-        return Verdict("refuted", f"fitted {desc} lies entirely outside the {target}{poor}.")
+    poor = (f"; note r²={fit.r2:.3g} < {min_r2:g}, not a clean power law in this range"
+            if fit.r2 < min_r2 and abs(predicted) > tol else "")
+    early = _unusable_or_outside(fit, fit.slope, (predicted - tol, predicted + tol), "fit", f"fitted {desc}",
+                                 target, poor)
+    if early:
+        return early
     width = 2 * tol if max_ci_width is None else max_ci_width
     if fit.ci_high - fit.ci_low > width:
         return Verdict("inconclusive", f"fitted {desc} is wider than {width:g}, too wide to "
@@ -123,11 +134,9 @@ def judge_ratio(fit: RatioFit, band: tuple[float, float]) -> Verdict:
     desc = (f"observed/predicted {fit.ratio:.3g} ({pct} CI [{fit.ci_low:.3g}, {fit.ci_high:.3g}], "
             f"single ratios {fit.min:.3g}..{fit.max:.3g}, {fit.n_points} points, {fit.n_seeds} seeds)")
     target = f"band [{lo:g}, {hi:g}]"
-    if not all(map(math.isfinite, (fit.ratio, fit.ci_low, fit.ci_high))):
-        return Verdict("inconclusive", f"no usable ratio or CI ({fit.n_points} points, "
-                                       f"{fit.n_dropped} dropped) to compare with the {target}.")
-    if fit.ci_high < lo or fit.ci_low > hi:
-        return Verdict("refuted", f"{desc} lies entirely outside the {target}.")
+    early = _unusable_or_outside(fit, fit.ratio, band, "ratio", desc, target)
+    if early:
+        return early
     if lo <= fit.ci_low and fit.ci_high <= hi:
         return Verdict("confirmed", f"{desc} lies inside the {target}.")
     return Verdict("inconclusive", f"{desc} straddles the edge of the {target}: not resolved.")

@@ -95,19 +95,9 @@ def panel_drift(ax, table: pd.DataFrame, legend: bool = True) -> None:
 
 
 def draw(table: pd.DataFrame, out_dir) -> list[Path]:
-    drift = table[table["regime"] == "drift"] if "regime" in table else table.iloc[:0]
-    table = table[table["regime"] == "paper"] if "regime" in table else table
-    fig, axes = style.figure("double", 2.6, 1, 3 if len(drift) else 2)
-    a1, a2 = axes[:2]
-    curves = table[table["local_steps"].isin(PAPER_E)]
-    if curves.empty:
-        curves = table
-    style.mean_band(a1, curves, y="subopt", by="local_steps", logx=True,
-                    labels={E: f"E = {E}" for E in curves["local_steps"].unique()})
-    a1.set_xlabel("round")
-    a1.set_ylabel(r"$f(\bar\theta) - f^\star$")
-    style.legend_below(a1, 1)
-    style.panel_label(a1, "(a)", "FedDPO, batch 4")
+    fig, axes, table, drift = style.floor_figure(table, "drift", "local_steps", PAPER_E, lambda E, _: f"E = {E}",
+                                                 lambda _: "FedDPO, batch 4")
+    a2 = axes[1]
     panel_floor(a2, table)
     style.panel_label(a2, "(b)", f"batch {int(table['batch_size'].iloc[0])}, η = {table['lr'].iloc[0]:g}")
     if len(drift):

@@ -65,20 +65,9 @@ def panel_floor(ax, table: pd.DataFrame, legend: bool = True) -> None:
 
 
 def draw(table: pd.DataFrame, out_dir) -> list[Path]:
-    exact = table[table["regime"] == "exact"] if "regime" in table else table.iloc[:0]
-    table = table[table["regime"] == "paper"] if "regime" in table else table
-    fig, axes = style.figure("double", 2.6, 1, 3 if len(exact) else 2)
-    curves = table[table["participation"].isin(PAPER_S)]
-    if curves.empty:
-        curves = table
-    N = int(table["n_clients"].iloc[0])
-    style.mean_band(axes[0], curves, y="subopt", by="participation", logx=True,
-                    labels={S: f"S = {S} of {N}" for S in curves["participation"].unique()})
-    axes[0].set_xlabel("round")
-    axes[0].set_ylabel(r"$f(\bar\theta) - f^\star$")
-    style.legend_below(axes[0], 1)
-    E, b = int(table["local_steps"].iloc[0]), int(table["batch_size"].iloc[0])
-    style.panel_label(axes[0], "(a)", f"FedDPO, E = {E}, batch {b}")
+    fig, axes, table, exact = style.floor_figure(
+        table, "exact", "participation", PAPER_S, lambda S, t: f"S = {S} of {int(t['n_clients'].iloc[0])}",
+        lambda t: f"FedDPO, E = {int(t['local_steps'].iloc[0])}, batch {int(t['batch_size'].iloc[0])}")
     panel_floor(axes[1], table)
     style.panel_label(axes[1], "(b)", f"batch {int(table['batch_size'].iloc[0])}, η = {table['lr'].iloc[0]:g}")
     if len(exact):

@@ -186,6 +186,25 @@ def mean_band(ax, table: pd.DataFrame, x: str = "round", y: str = "subopt", by: 
     return lines
 
 
+def floor_figure(table: pd.DataFrame, extra_regime: str, by: str, paper_values, label, title):
+    """The layout the floor figures share: (a) the mean subopt curves per `by` (only the paper's
+    `paper_values` when present), then room for (b) the floor of the "paper" regime and (c) that of
+    `extra_regime` when the table has it. `label(value, paper)` names a curve and `title(paper)`
+    panel (a), from the paper regime's table `paper`.
+    Returns (fig, axes, the paper regime's table, the extra regime's table)."""
+    extra = table[table["regime"] == extra_regime] if "regime" in table else table.iloc[:0]
+    table = table[table["regime"] == "paper"] if "regime" in table else table
+    fig, axes = figure("double", 2.6, 1, 3 if len(extra) else 2)
+    curves = table[table[by].isin(paper_values)]
+    curves = table if curves.empty else curves
+    mean_band(axes[0], curves, y="subopt", by=by, logx=True, labels={v: label(v, table) for v in curves[by].unique()})
+    axes[0].set_xlabel("round")
+    axes[0].set_ylabel(r"$f(\bar\theta) - f^\star$")
+    legend_below(axes[0], 1)
+    panel_label(axes[0], "(a)", title(table))
+    return fig, axes, table, extra
+
+
 def panel_label(ax, label: str, title: str = "") -> None:
     """"(a) title" as the left-aligned axes title (the label in bold)."""
     ax.set_title(label, loc="left", fontsize=8, fontweight="bold")

@@ -69,27 +69,23 @@ def _law(ctx: Context, c: Claim, generic: bool, order: float, rival: float) -> O
     return out.control("rival order", fit, judge_exponent(fit, rival, c.tolerance))
 
 
-@claim("lora-agg-init", statement="From LoRA's initialisation (B = 0) the error of averaging A and B separately "
-       "after E exact steps is third order: η³ s⁴ E²(E−1)/2 ‖Σ w_i (G_i − Ḡ) A0ᵀA0 (G_iᵀG_i − Σ w_j G_jᵀG_j)‖ "
-       "(A moves only once B has)", source="ours (docs/theory.md §3.6); FLoRA, FedEx-LoRA",
-       metric="‖Σ w_i s B_iA_i − s B̄Ā‖_F after one round", regime=_REGIME, params=LORA,
-       predicted="slope 3 in η; observed/predicted = 1", tolerance=0.25, band=(0.9, 1.1), small=Small("ηEL_max", 0.03),
-       controls=[Control("rival order", "rival law", "the second-order law of a generic start (slope 2): the same "
-                         "slope check must refute it")])
-def lora_agg_init(ctx: Context, c: Claim) -> Outcome:
-    return _law(ctx, c, generic=False, order=3.0, rival=2.0)
+def _order_law(id: str, statement: str, *, generic: bool, order: float, rival: float, regime: str) -> None:
+    """Register one of the two order laws: one check (_law), the other start's order as its rival."""
+    claim(id, statement=statement, source="ours (docs/theory.md §3.6); FLoRA, FedEx-LoRA",
+          metric="‖Σ w_i s B_iA_i − s B̄Ā‖_F after one round", regime=regime, params=LORA,
+          predicted=f"slope {order:g} in η; observed/predicted = 1", tolerance=0.25, band=(0.9, 1.1),
+          small=Small("ηEL_max", 0.03),
+          controls=[Control("rival order", "rival law", f"the order-{rival:g} law of the {'B = 0' if generic else 'generic'}"
+                            f" start (slope {rival:g}): the same slope check must refute it")],
+          )(lambda ctx, c: _law(ctx, c, generic=generic, order=order, rival=rival))
 
 
-@claim("lora-agg-generic", statement="From a common start with B ≠ 0 the error is second order: "
-       "η² E² s³ ‖Σ w_i (G_i − Ḡ) A0ᵀ B0ᵀ (G_i − Ḡ)‖, driven by the heterogeneity of the client gradients",
-       source="ours (docs/theory.md §3.6); FLoRA, FedEx-LoRA",
-       metric="‖Σ w_i s B_iA_i − s B̄Ā‖_F after one round", regime=_REGIME + ", B0 ~ {b_scale}·N(0, 1)".format(**LORA),
-       params=LORA, predicted="slope 2 in η; observed/predicted = 1", tolerance=0.25, band=(0.9, 1.1),
-       small=Small("ηEL_max", 0.03),
-       controls=[Control("rival order", "rival law", "the third-order law of the B = 0 start: the same slope check "
-                         "must refute it")])
-def lora_agg_generic(ctx: Context, c: Claim) -> Outcome:
-    return _law(ctx, c, generic=True, order=2.0, rival=3.0)
+_order_law("lora-agg-init", "From LoRA's initialisation (B = 0) the error of averaging A and B separately after E "
+           "exact steps is third order: η³ s⁴ E²(E−1)/2 ‖Σ w_i (G_i − Ḡ) A0ᵀA0 (G_iᵀG_i − Σ w_j G_jᵀG_j)‖ "
+           "(A moves only once B has)", generic=False, order=3.0, rival=2.0, regime=_REGIME)
+_order_law("lora-agg-generic", "From a common start with B ≠ 0 the error is second order: "
+           "η² E² s³ ‖Σ w_i (G_i − Ḡ) A0ᵀ B0ᵀ (G_i − Ḡ)‖, driven by the heterogeneity of the client gradients",
+           generic=True, order=2.0, rival=3.0, regime=_REGIME + ", B0 ~ {b_scale}·N(0, 1)")
 
 
 @claim("lora-agg-exact-rules", statement="Under ffa (A frozen) and exact (FedEx-LoRA residual) the server model is "

@@ -101,12 +101,16 @@ _EXACT_REGIME = ("E=1, batch {batch}, η={lr}, all clients, each drawing its own
                  "corrections reach 4–9%)")
 
 
+# what the two exact-staleness claims declare alike (their check is one function, _exact_staleness)
+_EXACT_DECLARATION = dict(metric="subopt floor; effect floor(q) − floor(1)", regime=_EXACT_REGIME, params=EXACT,
+                          predicted="observed/exact = 1 for the floors and for the staleness effect",
+                          tolerance=0.1, band=(0.9, 1.1), small=Small("ηL·q_max", 1.0))
+
+
 @claim("staleness-exact-model-average", statement="FedDPO, server averages the returned stale models: the floor "
        "is the exact random-delay Lyapunov value (mean-delay slow-down with the per-client fluctuation "
        "1/(1 − k² tr(Cov(π)Σ₀))), decreasing in q_max", source="ours (docs/theory.md §3.4)",
-       metric="subopt floor; effect floor(q) − floor(1)", regime=_EXACT_REGIME, params=EXACT,
-       predicted="observed/exact = 1 for the floors and for the staleness effect", tolerance=0.1,
-       band=(0.9, 1.1), small=Small("ηL·q_max", 1.0),
+       **_EXACT_DECLARATION,
        controls=[Control("jiang-linear", "rival law", "Jiang'26: the gap grows linearly in q_max (slope ηL·base per "
                          "unit of mean delay); the floors fall, so the same ratio check must refute it"),
                  Control("mean-delay-only", "rival law", "the replaced base/(1 + q̄) law, which ignores that each "
@@ -118,9 +122,7 @@ def staleness_exact_model_average(ctx: Context, c: Claim) -> Outcome:
 @claim("staleness-exact-delta", statement="FedDPO, server applies the averaged stale deltas (asynchronous SGD): "
        "the floor is the exact random-delay Lyapunov value, to first order base·(1 + η κ q̄) with "
        "κ = tr(HC)/tr(C)", source="ours (docs/theory.md §3.4)",
-       metric="subopt floor; effect floor(q) − floor(1)", regime=_EXACT_REGIME, params=EXACT,
-       predicted="observed/exact = 1 for the floors and for the staleness effect", tolerance=0.1,
-       band=(0.9, 1.1), small=Small("ηL·q_max", 1.0),
+       **_EXACT_DECLARATION,
        controls=[Control("jiang-linear", "rival law", "linear in q_max with the smoothness L, base·(1 + ηL q̄) "
                          "(Jiang'26's form; this project's former formula): its effect is L/κ times the first-order "
                          "one (details: L_over_kappa)")])
