@@ -8,6 +8,11 @@
 
 as TRL's DPOTrainer defines them (label smoothing 0). One difference from TRL: its IPO divides the
 log-probs by the response length before the loss; here every loss type uses the summed log-probs.
+
+Memory: for models whose logits are exactly lm_head(final hidden state) (PLAIN_HEAD) with a frozen
+head, the LM head and log-softmax run only at scored response positions, in chunks of at most
+HEAD_CHUNK_BYTES of float32 logits, and the backward keeps only d log p / d h per scored token
+([tokens, hidden], not [tokens, vocab]): `head_logps`. Other models take the logits path.
 """
 
 from __future__ import annotations
@@ -51,6 +56,66 @@ def _say_once(model, why: str) -> None:
         log.warning("prefix sharing unavailable for %s (%s): log-probs run on full rows", key[0].__name__, why)
 
 
+# architectures whose causal-LM logits are exactly lm_head(body(...).last_hidden_state): no logit
+# scaling or soft-capping after the head (Gemma's soft-capping, Cohere's logit_scale would differ)
+PLAIN_HEAD = ("llama", "mistral", "qwen2", "qwen3")
+# float32 logits held at once by head_logps: [chunk tokens, vocab] (and its softmax) per chunk
+HEAD_CHUNK_BYTES = 64 * 2**20
+
+
+def body_and_head(model):
+    """(body, head) when the model's logits are head(body(...).last_hidden_state) with a frozen
+    nn.Linear head (a PLAIN_HEAD architecture, the head not a LoRA target); else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "model_type", None) not in PLAIN_HEAD:
+        return None
+    head = base.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.weight.requires_grad:
+        return None
+    return getattr(base, base.base_model_prefix), head
+
+
+class _HeadLogps(torch.autograd.Function):
+    """log softmax(h W^T + bias)[target] per token, chunk by chunk. The forward also computes
+    d logp/dh = W[target] − softmax·W ([tokens, hidden]) when h needs a gradient, so that no
+    [tokens, vocab] tensor outlives its chunk; the backward scales it by the incoming gradient.
+    The head's weight and bias are frozen (body_and_head checks): no gradient for them."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, chunk):
+        out_dtype = torch.promote_types(h.dtype, torch.float32)
+        out = torch.empty(h.shape[0], dtype=out_dtype, device=h.device)
+        dh = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        for s in range(0, h.shape[0], chunk):
+            logits = F.linear(h[s:s + chunk], weight, bias).to(out_dtype)   # as the logits path: head in h's dtype
+            lse = logits.logsumexp(-1, keepdim=True)
+            t = targets[s:s + chunk, None]
+            out[s:s + chunk] = (logits.gather(-1, t) - lse).squeeze(-1)
+            if dh is not None:
+                p = logits.sub_(lse).exp_()                                   # softmax, in place of the logits
+                p.scatter_add_(-1, t, torch.full_like(t, -1, dtype=p.dtype))  # softmax − onehot(target)
+                dh[s:s + chunk] = -(p.to(weight.dtype) @ weight)
+        ctx.save_for_backward(dh)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (dh,) = ctx.saved_tensors
+        return (grad[:, None] * dh).to(dh.dtype), None, None, None, None
+
+
+def head_logps(head, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[rows]: Σ over positions where mask is True of log softmax(head(h))[target], in >= float32,
+    for h [rows, T, d] (position t's state scores targets[:, t]). The head runs only at masked
+    positions (see _HeadLogps); a trainable head takes the logits path (masked_logps)."""
+    if head.weight.requires_grad or (head.bias is not None and head.bias.requires_grad):
+        return masked_logps(head(h), targets, mask)
+    rows, cols = mask.nonzero(as_tuple=True)
+    chunk = max(1, HEAD_CHUNK_BYTES // (4 * head.weight.shape[0]))
+    tok = _HeadLogps.apply(h[rows, cols], head.weight, head.bias, targets[rows, cols], chunk)
+    return torch.zeros(h.shape[0], dtype=tok.dtype, device=tok.device).index_add_(0, rows, tok)
+
+
 def masked_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[rows]: Σ over positions where mask is True of log softmax(logits)[target], in >= float32."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
@@ -84,6 +149,12 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     input_ids, attention_mask, response_mask, position_ids, start = response_window(
         input_ids, attention_mask, response_mask)
     T = input_ids.shape[1]
+    split = body_and_head(model)
+    if split is not None:
+        body, head = split
+        h = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                 use_cache=False).last_hidden_state
+        return head_logps(head, h[:, start - 1:-1], input_ids[:, start:], response_mask[:, start:])
     kwargs = {"use_cache": False}
     keep = T - start + 1                                     # logits at positions start-1 .. T-1
     if _accepts(model, "logits_to_keep"):
@@ -136,31 +207,43 @@ def shared_prompt_logps(model, input_ids: torch.Tensor, attention_mask: torch.Te
     ok, P, p_min, R = torch.stack([ok.long(), p.max(), p.min(), (length - p).max()]).tolist()   # one sync
     if not ok or R < 1:
         return fallback()
-    # 1. prompts, with logits at positions p_min-1 .. P-1 (each row needs only its own p-1)
+    # 1. prompts; only each row's last prompt position p-1 is scored (the first response token).
+    # With a plain head (body_and_head) the body runs alone and the head runs once, at the end,
+    # over the scored positions only; else the logits at positions p_min-1 .. P-1 are kept.
+    split = body_and_head(model)
+    forward = model if split is None else split[0]
     keep = P - p_min + 1
-    kwargs = {"logits_to_keep": keep} if _accepts(model, "logits_to_keep") else {}
+    kwargs = {"logits_to_keep": keep} if split is None and _accepts(model, "logits_to_keep") else {}
     prompt_mask = (col[:P] < p[:b, None]).long()   # columns p .. P-1 of a chosen row may hold its response: masked
-    out = model(input_ids=input_ids[:b, :P], attention_mask=prompt_mask,
-                position_ids=col[:P].expand(b, -1), use_cache=True, **kwargs)
+    out = forward(input_ids=input_ids[:b, :P], attention_mask=prompt_mask,
+                  position_ids=col[:P].expand(b, -1), use_cache=True, **kwargs)
     cache = getattr(out, cache_arg, None)
     if not hasattr(cache, "batch_select_indices"):
         _say_once(model, f"its cache ({type(cache).__name__}) has no batch_select_indices")
         return fallback()
-    last = (p[:b] - 1 - (P - keep)).view(b, 1, 1)
-    first = out.logits[:, -keep:].gather(1, last.expand(-1, -1, out.logits.shape[-1]))   # [b, 1, V]
+    states = out.last_hidden_state if split is not None else out.logits[:, -keep:]   # positions P - width .. P-1
+    last = (p[:b] - 1 - (P - states.shape[1])).view(b, 1, 1)
+    first = states.gather(1, last.expand(-1, -1, states.shape[-1]))   # [b, 1, hidden or vocab]
     # response tokens, left-aligned [2b, R]: column j is row position p + j
     j = torch.arange(R, device=dev)
     resp_ids = input_ids.gather(1, (p[:, None] + j).clamp_(max=T - 1))
     resp_mask = j < (length - p)[:, None]
-    logps = masked_logps(first.repeat(2, 1, 1), resp_ids[:, :1], resp_mask[:, :1])
+    first = first.repeat(2, 1, 1)
     if R > 1:
         # 2. one copy of each prompt's cache per side, in row order (chosen rows, then rejected)
         cache.batch_select_indices(torch.arange(b, device=dev).repeat(2))
         # 3. responses; the mask's prompt columns keep the prompt padding masked
         mask = torch.cat([prompt_mask.repeat(2, 1), resp_mask[:, :R - 1].long()], 1)
-        logits = model(input_ids=resp_ids[:, :R - 1], attention_mask=mask, position_ids=p[:, None] + j[:R - 1],
-                       use_cache=True, **{cache_arg: cache}).logits                  # predict columns 1 .. R-1
-        logps = logps + masked_logps(logits, resp_ids[:, 1:], resp_mask[:, 1:])
+        out = forward(input_ids=resp_ids[:, :R - 1], attention_mask=mask, position_ids=p[:, None] + j[:R - 1],
+                      use_cache=True, **{cache_arg: cache})                           # predict columns 1 .. R-1
+        rest = out.last_hidden_state if split is not None else out.logits
+    if split is not None:   # one head pass: column 0 from the prompt's last state, 1 .. R-1 from the responses
+        h = torch.cat([first, rest], 1) if R > 1 else first
+        logps = head_logps(split[1], h, resp_ids[:, :h.shape[1]], resp_mask[:, :h.shape[1]])
+    else:
+        logps = masked_logps(first, resp_ids[:, :1], resp_mask[:, :1])
+        if R > 1:
+            logps = logps + masked_logps(rest, resp_ids[:, 1:], resp_mask[:, 1:])
     return logps[:b], logps[b:]
 
 

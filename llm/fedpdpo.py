@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from llm.oracle import LLMOracle, _rows
 from llm.personal import PersonalAdamW, PersonalConfig, PersonalModules
-from llm.dpo import dpo_loss, masked_logps, preference_accuracy, response_window
+from llm.dpo import dpo_loss, head_logps, preference_accuracy, response_window
 from llm.model import set_trainable_vector
 
 
@@ -93,7 +93,7 @@ class FedPDPOOracle(LLMOracle):
     def _forward(self, tp, idx: torch.Tensor, blocks) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Chosen and rejected log-probs [b] under the personalised policy, and the explicit
         rewards (chosen [b], rejected [b]) or None; one forward for both responses. The trimming,
-        positions and sums are llm.dpo's (response_window, masked_logps), as in sequence_logps;
+        positions and sums are llm.dpo's (response_window, head_logps), as in sequence_logps;
         only the head differs (the personal modules sit between the body and the LM head)."""
         _, p = blocks
         ids, att, resp, position_ids, start = response_window(*_rows(tp, idx))
@@ -101,8 +101,8 @@ class FedPDPOOracle(LLMOracle):
                       use_cache=False).last_hidden_state[:, start - 1:]     # positions start-1 .. T-1
         h = self.modules.adapt(p, h)
         reward = self.modules.reward(p, h, resp[:, start - 1:])
-        logits = self.head(self.modules.head_input(p, h[:, :-1]))          # predict tokens start .. T-1
-        logps = masked_logps(logits, ids[:, start:], resp[:, start:])
+        # predict tokens start .. T-1; the head runs at response positions only (llm.dpo.head_logps)
+        logps = head_logps(self.head, self.modules.head_input(p, h[:, :-1]), ids[:, start:], resp[:, start:])
         n = len(idx)
         rewards = None if reward is None else (reward[:n].to(logps), reward[n:].to(logps))
         return logps[:n], logps[n:], rewards

@@ -27,6 +27,18 @@ from theory_lab.factorised import Factor
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
             intermediate_size=64, max_position_embeddings=2048)
+# "arch:NAME": seeded random models of real architectures, for benchmarks without weights (speed
+# does not depend on the values). The HuggingFaceTB/SmolLM2-* config.json values.
+ARCHS = {
+    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         intermediate_size=1536, rope_theta=100000.0),
+    "smollm2-360m": dict(hidden_size=960, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
+                         intermediate_size=2560, rope_theta=100000.0),
+    "smollm2-1.7b": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
+                         intermediate_size=8192, rope_theta=130000.0),
+}
+ARCH_COMMON = dict(vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                   hidden_act="silu", bos_token_id=1, eos_token_id=2, pad_token_id=2)
 TINY_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2 as in SmolLM2
 # SmolLM2's chat template, without its default system prompt
 CHAT_TEMPLATE = (
@@ -120,6 +132,8 @@ def _load(spec: str, dtype: str, device: str):
     torch_dtype = resolve_dtype(dtype, device)
     if spec == "tiny":
         model, tokenizer = _tiny_model(torch_dtype)
+    elif spec.startswith("arch:"):
+        model, tokenizer = arch_model(spec[len("arch:"):], torch_dtype, device), byte_tokenizer()
     elif spec == "smollm2":
         model, tokenizer = _load_gguf(locate_smollm2())
     elif spec.endswith(".gguf"):
@@ -220,6 +234,32 @@ def tiny_llama(vocab_size: int, dtype: torch.dtype = torch.float32, seed: int = 
             else:
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.02)
     return model.to(dtype).train(False)
+
+
+def arch_model(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0):
+    """A LlamaForCausalLM of a real architecture (ARCHS) with seeded random weights N(0, 0.02) and
+    unit norms, built directly on `device` in `dtype` (a 1.7B model never passes through float32 on
+    the host). For benchmarks: the byte tokenizer's ids are all in range of its vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if name not in ARCHS:
+        raise ConfigError("llm.model", f"unknown architecture arch:{name}; known: "
+                                       f"{', '.join('arch:' + a for a in ARCHS)}")
+    config = LlamaConfig(**ARCH_COMMON, **ARCHS[name])
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model = model.to_empty(device=device).to(dtype)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32) * 0.02)
+    # non-persistent buffers (RoPE's inv_freq) came out of to_empty uninitialised: rebuild the module
+    model.model.rotary_emb = type(model.model.rotary_emb)(config).to(device)
+    model.tie_weights()
+    return model.train(False)
 
 
 def _tiny_model(torch_dtype: torch.dtype):
