@@ -1,10 +1,14 @@
-"""Claims about published bounds: every run stays under its instantiated upper bound.
+"""Claims about published bounds: every run stays under its instantiated upper bound
+(`bound-validity`), and on a hard instance above a lower bound (`local-sgd-lower-bound`).
 
 The bound is Koloskova et al. 2020, Thm 2, with the constants the theorem assumes (per-sample
 smoothness L_sample, the strong convexity every client loss has everywhere, here the l2 weight;
 `bounds.koloskova_bound`) and only at steps inside its condition η ≤ p/(c τ L_sample): each
 variant runs at that largest admitted step. The former instantiation (global L, μ(θ*), the step
 1/(4 L E) outside the condition) is run as the control: the same check must find it violated.
+
+The lower bound is ours, derived on the two-type instance of `synthetic.hard_instances` (theory.md
+5.1, "Lower bounds"); the claim runs FedDPO and the centralized minibatch SGD on that instance.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 
 from analysis import bound_validity, judge_bound
 from theory_lab import bounds
-from theory_lab.claims.base import Claim, Context, Control, Outcome, claim
+from theory_lab.claims.base import Claim, Context, Control, Outcome, claim, combine
 from theory_lab.claims.federated import base
 from theory_lab.config import build_config
 from theory_lab.runner import make_oracle
@@ -109,3 +113,97 @@ def spectral_gap(cfg: dict) -> float:
 
     full = build_config(cfg)
     return float(make_topology(full.topology, full.problem.n_clients).spectrum().p)
+
+
+# ---------------------------------------------------------------------------------------------
+# lower ≤ observed ≤ upper on a hard instance (theory.md 5.1, "Lower bounds")
+# ---------------------------------------------------------------------------------------------
+
+LOWER = {"H": 1.0, "zeta": 1.0, "D": 1.0, "clients": 4, "sigma2": 1e-3, "batch": 1, "replicas": 8,
+         "etas": tuple(float(e) for e in np.geomspace(1e-3, 1.0, 13)),   # η H ≤ 1: the bound's class
+         "quick": {"K": (2, 8), "R": (10, 40)}, "full": {"K": (2, 4, 8), "R": (10, 40, 160)}}
+
+
+def subopt_at(oracle, name: str, K: int, eta: float, rounds, batch: int, seed: int = 0) -> np.ndarray:
+    """Mean over replicas of F(θ_R) − F* after each R in `rounds`, for algorithm `name` (the
+    project's own class) run on `oracle` with K local steps (centralized: K·b samples a round)."""
+    import torch
+
+    from theory_lab.algorithms import make_algorithm
+    from theory_lab.communicator import InProcessCommunicator
+    from theory_lab.config import AlgorithmConfig
+
+    cfg = AlgorithmConfig(name=name, local_steps=K, lr=eta, batch_size=batch)
+    cfg.validate()
+    alg = make_algorithm(cfg, oracle, InProcessCommunicator(), torch.Generator().manual_seed(seed), max(rounds))
+    out = []
+    for r in range(1, max(rounds) + 1):
+        alg.round(r - 1)
+        if r in rounds:
+            out.append(float(oracle.evaluate(alg.model())["subopt"].mean()))
+    return np.asarray(out)
+
+
+@claim("local-sgd-lower-bound",
+       statement="On the two-type hard instance (curved and linear clients, dissimilarity ζ² at x*), "
+                 "local SGD at every constant step η ≤ 1/H stays above the derived lower bound, and at its "
+                 "best step under Woodworth et al.'20 Thm 3's convex upper bound (constants 1); the gaps "
+                 "upper/lower and observed/lower are reported per setting",
+       source="derived (theory.md 5.1); Woodworth, Patel, Srebro '20 Thm 3",
+       metric="E F(x_R) − F* (mean over replicas) against local_sgd_lower_bound and local_sgd_woodworth_bound",
+       regime="H = {H}, ζ = {zeta}, D = {D}, M = {clients} clients, σ² = {sigma2}, batch {batch}, "
+              "{replicas} replicas; η on 13 points of [1e-3, 1/H]; K ∈ {quick[K]}, R ∈ {quick[R]} quick, "
+              "K ∈ {full[K]}, R ∈ {full[R]} full",
+       params=LOWER, predicted="lower ≤ observed at every η; best-η observed ≤ upper", tolerance=1.0,
+       controls=[Control("minibatch SGD", "algorithm", "minibatch SGD with the same samples per round converges "
+                         "to x* on this instance: it must go below local SGD's lower bound"),
+                 Control("ζ = 0", "setting", "the instance without dissimilarity has no drift: local SGD must "
+                         "go below the bound computed with the hard instance's ζ"),
+                 Control("step 1/H", "setting", "the upper bound is for a tuned step: at η = 1/H the drift "
+                         "ζ²(K−1)²/(4H) must exceed it in some setting")])
+def local_sgd_lower_bound_claim(ctx: Context, c: Claim) -> Outcome:
+    from synthetic.hard_instances import TwoTypeQuadratic
+
+    p = c.params
+    grid = p["quick" if ctx.quick else "full"]
+    Ks, Rs, etas, b = grid["K"], list(grid["R"]), p["etas"], p["batch"]
+
+    def instance(zeta):
+        return TwoTypeQuadratic(p["H"], zeta, p["D"], p["clients"], p["sigma2"], n_seeds=p["replicas"])
+
+    hard, flat = instance(p["zeta"]), instance(0.0)
+    consts = hard.constants()
+    lower = np.asarray([[bounds.local_sgd_lower_bound(R, K, p["H"], p["zeta"] ** 2, p["D"] ** 2) for R in Rs]
+                        for K in Ks])                                                     # [K, R]
+    upper = np.asarray([bounds.local_sgd_woodworth_bound(np.asarray(Rs), consts, E=K, b=b, regime="convex")
+                        for K in Ks])
+    runs = {(alg, o is flat): np.asarray([[subopt_at(o, alg, K, eta, Rs, b) for eta in etas] for K in Ks])
+            for alg, o in (("feddpo", hard), ("centralized", hard), ("feddpo", flat))}   # [K, η, R]
+    ctx.runs += sum(v.shape[0] * v.shape[1] for v in runs.values())
+    local = runs[("feddpo", False)]
+    best, at = local.min(1), np.asarray(etas)[local.argmin(1)]                          # [K, R]
+    low = bound_validity(lower[:, None, :], local)            # the lower bound holds at every step
+    up = bound_validity(best, upper)                          # the upper bound at the best step
+    verdict = combine([judge_bound(low), judge_bound(up)], ["lower ≤ observed", "best observed ≤ upper"])
+    settings = {f"K={K} R={R}": {"lower": float(lower[i, j]), "observed (best η)": float(best[i, j]),
+                                 "best η": float(at[i, j]), "upper": float(upper[i, j]),
+                                 "observed/lower": float(best[i, j] / lower[i, j]),
+                                 "upper/lower": float(upper[i, j] / lower[i, j]),
+                                 "upper/observed": float(upper[i, j] / best[i, j])}
+                for i, K in enumerate(Ks) for j, R in enumerate(Rs)}
+    ratio = best / lower
+    out = Outcome(float(np.median(ratio)), (float(ratio.min()), float(ratio.max())), verdict, 1.0,
+                  tightness=float(np.median(upper / best)),
+                  details={"by setting": {k: {q: float(f"{v:.4g}") for q, v in d.items()} for k, d in settings.items()},
+                           "lower-side points": low["n_points"], "lower-side violations": low["violations"]})
+    mb = bound_validity(lower, runs[("centralized", False)].min(1))
+    out.control("minibatch SGD", f"{mb['violations']} of {mb['n_points']} settings below the bound, best "
+                f"minibatch/lower {mb['tightness']['min']:.3g} to {mb['tightness']['max']:.3g}", judge_bound(mb))
+    fl = bound_validity(lower, runs[("feddpo", True)].min(1))
+    out.control("ζ = 0", f"{fl['violations']} of {fl['n_points']} settings below the bound, best local/lower "
+                f"{fl['tightness']['min']:.3g} to {fl['tightness']['max']:.3g}", judge_bound(fl))
+    big = np.asarray([subopt_at(hard, "feddpo", K, 1.0 / p["H"], Rs, b) for K in Ks])
+    st = bound_validity(big, upper)
+    out.control("step 1/H", f"{st['violations']} of {st['n_points']} settings above the upper bound, "
+                f"upper/observed min {st['tightness']['min']:.3g}", judge_bound(st))
+    return out
