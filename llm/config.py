@@ -14,6 +14,7 @@ from theory_lab.errors import ConfigError
 DATASETS = ("hh-rlhf", "imdb-cad", "pandalm", "ultrafeedback")
 PARTITIONS = ("iid", "dirichlet", "natural")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+CLIENT_BATCHING = ("auto", "off", "on")
 DATA_DIR_ENV = "DDPO_DATA_DIR"
 
 
@@ -40,6 +41,10 @@ class LLMConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"   # auto: bfloat16 on CUDA, float32 on CPU
     device: str = "auto"
     eval_batch_size: int = 16
+    # all participating clients' steps in one forward/backward with their LoRA adapters stacked
+    # (llm/batched.py; exact): "auto" when >= 2 clients share a step, "on" always, "off" one client at a time
+    client_batching: Literal[CLIENT_BATCHING] = "auto"
+    max_rows_per_forward: int = 256  # client batching: at most this many sequences (2 per pair) per forward (memory bound)
     seed: int = 0                   # data sampling and partition
     personal: PersonalConfig = field(default_factory=PersonalConfig)  # FedPDPO modules (llm/fedpdpo.py)
 
@@ -70,6 +75,7 @@ class LLMConfig:
         need(0 <= self.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         need(len(self.target_modules) >= 1, "target_modules", "needs at least one module name")
         need(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        need(self.max_rows_per_forward >= 2, "max_rows_per_forward", f"must be >= 2 (one pair), got {self.max_rows_per_forward}")
         self.personal.validate()
 
     def resolved_data_dir(self) -> Path:

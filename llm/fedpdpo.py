@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from llm.batched import client_rows, plan, stacked_adapters
 from llm.oracle import LLMOracle, _rows
 from llm.personal import PersonalAdamW, PersonalConfig, PersonalModules
 from llm.dpo import dpo_loss, head_logps, preference_accuracy, response_window
@@ -45,8 +46,10 @@ class FedPDPOOracle(LLMOracle):
     """LLMOracle whose clients also hold personal modules (see the module docstring)."""
 
     def __init__(self, model, train: list, heldout: list, beta: float, personal: PersonalConfig | None = None,
-                 loss_type: str = "sigmoid", eval_batch_size: int = 16, device=None, seed: int = 0):
-        super().__init__(model, train, heldout, beta, loss_type, eval_batch_size, device)
+                 loss_type: str = "sigmoid", eval_batch_size: int = 16, device=None, seed: int = 0,
+                 client_batching: str = "auto", max_rows_per_forward: int = 256):
+        super().__init__(model, train, heldout, beta, loss_type, eval_batch_size, device,
+                         client_batching=client_batching, max_rows_per_forward=max_rows_per_forward)
         self.cfg = personal if personal is not None else PersonalConfig(enabled=True)
         self.cfg.validate()
         base = model.get_base_model()
@@ -85,32 +88,44 @@ class FedPDPOOracle(LLMOracle):
             raise ValueError(f"{type(self.head).__name__}: the personal modules need an LM head that reads the final "
                              f"hidden state directly; this model's logits differ from its own forward")
 
-    def _blocks(self, client: int, requires_grad: bool = False):
-        """(leaf vector, its blocks) of a client's personal parameters."""
-        vec = self.personal[client].detach().clone().requires_grad_(requires_grad)
+    def _blocks(self, clients, requires_grad: bool = False):
+        """(leaf [K, D] of the personal vectors of `clients` (an int: K = 1), its blocks [K, ...]
+        in the backbone's dtype)."""
+        clients = [clients] if isinstance(clients, int) else list(clients)
+        vec = self.personal[clients].detach().clone().requires_grad_(requires_grad)
         return vec, {k: v.to(self.compute_dtype) for k, v in self.modules.split(vec).items()}
 
     def _forward(self, tp, idx: torch.Tensor, blocks) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Chosen and rejected log-probs [b] under the personalised policy, and the explicit
-        rewards (chosen [b], rejected [b]) or None; one forward for both responses. The trimming,
+        """One client's (blocks of K = 1) pairs idx: _forward_rows of its rows."""
+        return self._forward_rows(*_rows(tp, idx), blocks[1])
+
+    def _forward_rows(self, input_ids, attention_mask, response_mask, p, K: int = 1) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Chosen and rejected log-probs [K·g] under the personalised policies, and the explicit
+        rewards (chosen [K·g], rejected [K·g]) or None, of rows laid out [chosen, rejected] x
+        [K clients] x [g pairs] (llm.batched.client_rows; one client: tp's own rows), client k
+        with its personal blocks p[...][k]; one forward for both responses. The trimming,
         positions and sums are llm.dpo's (response_window, head_logps), as in sequence_logps;
         only the head differs (the personal modules sit between the body and the LM head)."""
-        _, p = blocks
-        ids, att, resp, position_ids, start = response_window(*_rows(tp, idx))
+        ids, att, resp, position_ids, start = response_window(input_ids, attention_mask, response_mask)
         h = self.body(input_ids=ids, attention_mask=att, position_ids=position_ids,
                       use_cache=False).last_hidden_state[:, start - 1:]     # positions start-1 .. T-1
-        h = self.modules.adapt(p, h)
-        reward = self.modules.reward(p, h, resp[:, start - 1:])
+        rows, T, d = h.shape
+        h = self.modules.adapt(p, h.reshape(2, K, -1, d))                   # [sides, K, g·T, d]
+        reward = self.modules.reward(p, h.view(2, K, -1, T, d), resp[:, start - 1:].reshape(2, K, -1, T))
         # predict tokens start .. T-1; the head runs at response positions only (llm.dpo.head_logps)
-        logps = head_logps(self.head, self.modules.head_input(p, h[:, :-1]), ids[:, start:], resp[:, start:])
-        n = len(idx)
-        rewards = None if reward is None else (reward[:n].to(logps), reward[n:].to(logps))
+        h = self.modules.head_input(p, h).reshape(rows, T, d)[:, :-1]
+        logps = head_logps(self.head, h, ids[:, start:], resp[:, start:])
+        n = rows // 2
+        rewards = None if reward is None else (reward[0].reshape(n).to(logps), reward[1].reshape(n).to(logps))
         return logps[:n], logps[n:], rewards
 
     def _pair_terms(self, tp, ref: torch.Tensor, idx: torch.Tensor, blocks):
         """(losses [b], implicit margins [b], explicit margins [b] or None) of pairs idx."""
-        c, r, rewards = self._forward(tp, idx, blocks)
-        ref = ref[idx.to(ref.device)]
+        return self._terms(*self._forward(tp, idx, blocks), ref[idx.to(ref.device)])
+
+    def _terms(self, c, r, rewards, ref):
+        """(losses, implicit margins, explicit margins or None) from log-probs, rewards and the
+        reference log-probs ref [n, 2] of the same pairs."""
         if rewards is None:
             losses = dpo_loss(c, r, ref[:, 0], ref[:, 1], self.beta, self.loss_type)[0]
             explicit = None
@@ -150,7 +165,7 @@ class FedPDPOOracle(LLMOracle):
                 total += loss.detach().double().cpu()
         if not personal_grad:
             return total, None
-        g = vec.grad if vec.grad is not None else torch.zeros_like(vec)
+        g = (vec.grad if vec.grad is not None else torch.zeros_like(vec))[0]
         if not self.cfg.share_lora:
             g = g.clone()
             g[self.modules.layout["lora"][0]] = self._flat_grad().to(g)
@@ -174,8 +189,43 @@ class FedPDPOOracle(LLMOracle):
         same minibatch (one forward/backward for both): what a client's training step does."""
         return self._shared_grads(X, clients, batch, step_personal=self.modules.dim > 0)
 
+    def _batched_pass(self, X, ids: list[int], idx: list[torch.Tensor], backward: bool, personal_grad: bool):
+        """All clients `ids` at once (llm/batched.py): (per-client mean losses [K], the stacked
+        shared adapter leaf W [K, P] or None local-only, the personal leaf [K, D]). Client k
+        trains on its own LoRA row (X[0, k], or local-only its personal LoRA block) and blocks."""
+        backward = backward and (self.cfg.share_lora or personal_grad)   # local-only grad: nothing to differentiate
+        vec, p = self._blocks(ids, requires_grad=personal_grad)
+        W = self._stack(X, backward) if self.cfg.share_lora else None
+        lora = W if W is not None else vec[:, self.modules.layout["lora"][0]].to(self.dtype)
+        K, n = len(ids), len(idx[0])
+        per_fwd, pairs = plan(K, n, self.max_rows_per_forward)
+        total = torch.zeros(K, dtype=torch.float64)
+        with torch.set_grad_enabled(backward):
+            for k0 in range(0, K, per_fwd):
+                ks = slice(k0, min(K, k0 + per_fwd))
+                sets = [self.train[c] for c in ids[ks]]
+                refs = [self.ref_train[c] for c in ids[ks]]
+                for j0 in range(0, n, pairs):
+                    chunk = [i[j0:j0 + pairs] for i in idx[ks]]
+                    with stacked_adapters(self.model, self._lora, lora[ks], len(chunk[0])):
+                        c, r, rewards = self._forward_rows(*client_rows(sets, chunk), {k: v[ks] for k, v in p.items()},
+                                                             len(sets))
+                    ref = torch.cat([rf[i.to(rf.device)] for rf, i in zip(refs, chunk)])
+                    per_client = self._terms(c, r, rewards, ref)[0].view(len(sets), -1).sum(1) / n
+                    if backward:
+                        per_client.sum().backward()
+                    total[ks] += per_client.detach().double().cpu()
+        return total, W, vec
+
     def _shared_grads(self, X, clients, batch, step_personal: bool) -> torch.Tensor:
         ids = self._client_ids(X, clients)
+        idx = self._batch_plan(ids, batch)
+        if idx is not None:
+            _, W, vec = self._batched_pass(X, ids, idx, True, step_personal)
+            if step_personal:
+                with torch.no_grad():
+                    self.opt.step(self.personal, ids, vec.grad)
+            return W.grad.to(X).unsqueeze(0) if W is not None else torch.empty(X.shape, dtype=X.dtype, device=X.device)
         out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
         for k, c in enumerate(ids):
             self._zero_grad()
@@ -185,13 +235,16 @@ class FedPDPOOracle(LLMOracle):
                 out[0, k] = self._flat_grad().to(out)
             if g_personal is not None:
                 with torch.no_grad():
-                    self.opt.step(self.personal, c, g_personal)
+                    self.opt.step(self.personal, [c], g_personal.unsqueeze(0))
         self._zero_grad()
         return out
 
     def loss(self, X: torch.Tensor, clients: torch.Tensor | None = None, batch: Any = None) -> torch.Tensor:
         """[1, K]: each row's personalised client loss at the current personal parameters."""
         ids = self._client_ids(X, clients)
+        idx = self._batch_plan(ids, batch)
+        if idx is not None:
+            return self._batched_pass(X, ids, idx, False, False)[0].unsqueeze(0).to(X)
         out = torch.empty(X.shape[:2], dtype=torch.float64)
         with torch.no_grad():
             for k, c in enumerate(ids):
@@ -316,7 +369,8 @@ def build_fedpdpo_oracle(cfg, personal: PersonalConfig | None = None) -> FedPDPO
         return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
     oracle = FedPDPOOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs], cfg.beta,
-                           personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed)
+                           personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed,
+                           client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward)
     oracle.data_summary = data_summary(cfg)
     return oracle
 

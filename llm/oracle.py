@@ -10,6 +10,12 @@ wherever X lives); the model may be on a GPU.
 
 All computations run in eval mode (no dropout) and draw no random numbers: given the indices from
 `sample_batch`, gradients and metrics are deterministic.
+
+Client batching (`client_batching`, llm/batched.py): `grad`, `local_step` and `loss` evaluate all
+the rows of X in forwards of up to `max_rows_per_forward` rows with the clients' adapters stacked,
+instead of one client after another; the sequential loop stays, as the reference and for what
+cannot batch (clients with different numbers of pairs, per-client frozen deltas of stale starts).
+"auto": batched when at least two clients share a call.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import torch
 from torch.nn.utils import parameters_to_vector
 
+from llm.batched import CLIENT_BATCHING, batched_losses, stack_layout_error
 from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, shared_prompt_logps
 from llm.model import (add_lora, fold_into_base, load_model, lora_modules, resolve_device, set_trainable_vector,
                        trainable_parameters)
@@ -39,7 +46,8 @@ class LLMOracle:
     smoothness = None
 
     def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
-                 eval_batch_size: int = 16, device: str | torch.device | None = None):
+                 eval_batch_size: int = 16, device: str | torch.device | None = None,
+                 client_batching: str = "auto", max_rows_per_forward: int = 256):
         if not hasattr(model, "disable_adapter"):
             raise TypeError("LLMOracle needs a peft model (llm.model.add_lora): the reference is the "
                             "model with its adapters disabled")
@@ -55,6 +63,10 @@ class LLMOracle:
             raise ConfigError("llm.beta", f"must be > 0, got {beta}")
         if eval_batch_size < 1:
             raise ConfigError("llm.eval_batch_size", f"must be >= 1, got {eval_batch_size}")
+        if client_batching not in CLIENT_BATCHING:
+            raise ConfigError("llm.client_batching", f"must be one of {', '.join(CLIENT_BATCHING)}, got {client_batching!r}")
+        if max_rows_per_forward < 2:
+            raise ConfigError("llm.max_rows_per_forward", f"must be >= 2 (one pair), got {max_rows_per_forward}")
         self.model = model
         self.model.train(False)
         self.params = trainable_parameters(model)
@@ -76,6 +88,10 @@ class LLMOracle:
         self._theta0 = parameters_to_vector(self.params).detach().cpu().clone()
         self._lora = lora_modules(model)
         self.factor_layout = [f for _, _, f in self._lora]   # where each A and B sits in a row
+        self.client_batching, self.max_rows_per_forward = client_batching, int(max_rows_per_forward)
+        self._stack_error = stack_layout_error(self._lora, self.dim)
+        if client_batching == "on" and self._stack_error:
+            raise ConfigError("llm.client_batching", f"cannot stack this model's adapters: {self._stack_error}")
         self._base_weights = None   # the base weights before any frozen delta (set_frozen_delta)
         self._client_deltas: dict[int, torch.Tensor] = {}   # stale starts' own deltas, by client
         self._server_delta = self._folded = None
@@ -195,10 +211,29 @@ class LLMOracle:
         """A training step's gradient (no client-local state here: grad itself)."""
         return self.grad(X, clients, batch)
 
+    def _batch_plan(self, ids: list[int], batch: Any) -> list[torch.Tensor] | None:
+        """Each client's pair indices when this call runs client-batched (llm/batched.py), else None."""
+        if self.client_batching == "off" or self._stack_error or self._client_deltas:
+            return None
+        if self.client_batching == "auto" and len(ids) < 2:
+            return None
+        idx = [self._client_indices(c, batch) for c in ids]
+        return idx if len({len(i) for i in idx}) == 1 else None   # [sides, K, g] rows need equal g
+
+    def _stack(self, X: torch.Tensor, requires_grad: bool) -> torch.Tensor:
+        """The rows of X [1, K, P] as one leaf [K, P] on the model's device: the stacked adapters' storage."""
+        self.model.train(False)
+        return X[0].detach().to(device=self.device, dtype=self.dtype, copy=True).requires_grad_(requires_grad)
+
     def grad(self, X: torch.Tensor, clients: torch.Tensor | None, batch: Any) -> torch.Tensor:
         """[1, K, P]: gradient of each row's client loss (minibatch mean, or the exact full-data
         gradient when batch is None) at its own parameters."""
         ids = self._client_ids(X, clients)
+        idx = self._batch_plan(ids, batch)
+        if idx is not None:
+            W = self._stack(X, True)
+            batched_losses(self, W, ids, idx, True, self.max_rows_per_forward)
+            return W.grad.to(X).unsqueeze(0)
         out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
         for k, c in enumerate(ids):
             self._load(X[0, k])
@@ -212,6 +247,9 @@ class LLMOracle:
     def loss(self, X: torch.Tensor, clients: torch.Tensor | None = None, batch: Any = None) -> torch.Tensor:
         """[1, K]: each row's client loss (minibatch mean, or on all the client's pairs)."""
         ids = self._client_ids(X, clients)
+        idx = self._batch_plan(ids, batch)
+        if idx is not None:
+            return batched_losses(self, self._stack(X, False), ids, idx, False, self.max_rows_per_forward).unsqueeze(0).to(X)
         out = torch.empty(X.shape[:2], dtype=torch.float64)
         with torch.no_grad():
             for k, c in enumerate(ids):
@@ -314,6 +352,7 @@ def build_llm_oracle(cfg) -> LLMOracle:
         return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
     oracle = LLMOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs],
-                       cfg.beta, cfg.loss_type, cfg.eval_batch_size, device)
+                       cfg.beta, cfg.loss_type, cfg.eval_batch_size, device,
+                       client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward)
     oracle.data_summary = data_summary(cfg)
     return oracle

@@ -112,40 +112,42 @@ class PersonalModules:
         return vec.to(dtype)
 
     def split(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Views of the blocks of one client's vector [dim] (gradients flow back to `vec`)."""
-        return {name: vec[sl].view(shape) for name, (sl, shape) in self.layout.items()}
+        """Views of the blocks of K clients' vectors [K, dim] as [K, *shape] (gradients flow back
+        to `vec`). The methods below take these stacks and hidden states grouped by client,
+        [sides, K, n, d]: one client is K = 1, several clients run in one batched product."""
+        return {name: vec[:, sl].view(vec.shape[0], *shape) for name, (sl, shape) in self.layout.items()}
 
     def adapt(self, p: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         """The gated bottleneck adapter: balances the shared backbone's features h and local ones."""
         if "down" not in p:
             return h
-        local = F.linear(F.gelu(F.linear(h, p["down"])), p["up"])
-        return h + torch.sigmoid(p["gate"]) * local
+        local = F.gelu(h @ p["down"].mT) @ p["up"].mT
+        return h + torch.sigmoid(p["gate"]).unsqueeze(-2) * local
 
     def head_input(self, p: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         """What the frozen LM head reads: h + B(A h), i.e. logits = W_lm (I + B A) h."""
         if "head_A" not in p:
             return h
-        return h + F.linear(F.linear(h, p["head_A"]), p["head_B"])
+        return h + (h @ p["head_A"].mT) @ p["head_B"].mT
 
     def reward(self, p: dict[str, torch.Tensor], h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """Explicit reward [rows] from h [rows, T, d] pooled over the response positions `mask`
-        [rows, T] (a position's hidden state has read every token up to it)."""
+        """Explicit reward [sides, K, g] from h [sides, K, g, T, d] pooled over the response
+        positions `mask` [sides, K, g, T] (a position's hidden state has read every token up to it)."""
         if "reward" not in p:
             return None
         mask = mask.to(h.dtype)
         if self.cfg.reward_pool == "mean":
-            pooled = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            pooled = (h * mask.unsqueeze(-1)).sum(-2) / mask.sum(-1, keepdim=True).clamp(min=1)
         else:   # the last response position of each row
-            pos = torch.arange(mask.shape[1], device=mask.device)
-            last = (mask * pos).argmax(1)
-            pooled = h[torch.arange(h.shape[0], device=h.device), last]
-        return pooled @ p["reward"]
+            pos = torch.arange(mask.shape[-1], device=mask.device)
+            last = (mask * pos).argmax(-1)
+            pooled = h.gather(-2, last[..., None, None].expand(*last.shape, 1, h.shape[-1])).squeeze(-2)
+        return (pooled @ p["reward"][:, :, None]).squeeze(-1)   # [sides, K, g, d] @ [K, d, 1]
 
 
 class PersonalAdamW:
     """AdamW over the personal vectors [N, D], one independent state per client; a step touches
-    only the client that was asked for. Never communicated, never averaged."""
+    only the clients that were asked for (all of them at once). Never communicated, never averaged."""
 
     def __init__(self, n_clients: int, dim: int, dtype: torch.dtype, device, lr: float, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
@@ -154,13 +156,14 @@ class PersonalAdamW:
         self.exp_avg_sq = torch.zeros(n_clients, dim, dtype=dtype, device=device)
         self.count = torch.zeros(n_clients, dtype=torch.long, device=device)
 
-    def step(self, params: torch.Tensor, client: int, grad: torch.Tensor) -> None:
-        """In place: params[client] <- AdamW(params[client], grad)."""
+    def step(self, params: torch.Tensor, clients: list[int], grads: torch.Tensor) -> None:
+        """In place: params[k] <- AdamW(params[k], grads[j]) for each client k = clients[j] (distinct)."""
         b1, b2 = self.betas
-        self.count[client] += 1
-        c = int(self.count[client])
-        m = self.exp_avg[client].lerp_(grad, 1 - b1)
-        v = self.exp_avg_sq[client].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        row = params[client]
-        row.mul_(1 - self.lr * self.weight_decay)
-        row.sub_(self.lr * (m / (1 - b1**c)) / ((v / (1 - b2**c)).sqrt() + self.eps))
+        rows = torch.as_tensor(clients, device=params.device)
+        self.count[rows] += 1
+        c = self.count[rows].to(params.dtype).unsqueeze(1)
+        m = self.exp_avg[rows].lerp_(grads, 1 - b1)
+        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(grads, grads, value=1 - b2)
+        self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
+        theta = params[rows].mul_(1 - self.lr * self.weight_decay)
+        params[rows] = theta.sub_(self.lr * (m / (1 - b1**c)) / ((v / (1 - b2**c)).sqrt() + self.eps))
