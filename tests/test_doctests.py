@@ -1,12 +1,13 @@
-"""The examples in the public API's docstrings run and hold (bounds, topology, update rules,
-the saved adapter's base reference)."""
+"""The examples in the public API's docstrings run and hold (bounds, estimate, topology, update
+rules, the saved adapter's base reference)."""
 
 import doctest
 import importlib
 
 import pytest
 
-MODULES = ["theory_lab.bounds", "theory_lab.topology", "theory_lab.update_rules", "llm.model"]
+MODULES = ["theory_lab.bounds", "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules",
+           "llm.model"]
 
 
 @pytest.mark.parametrize("name", MODULES)

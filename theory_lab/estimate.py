@@ -13,8 +13,9 @@ Estimators (docs/theory.md, "Estimated constants and predictions"):
   sum_i w_i H_i v. When the oracle has closed-form Hessians (`oracle.hessian`) they are used instead.
 * L: largest |eigenvalue| of the global Hessian by power iteration (at theta_0 and at the optimum
   point, the larger is reported); uncertainty = the residual ||Hv - lambda v|| (an eigenvalue of H
-  lies within it of lambda).
-* mu: smallest eigenvalue at the optimum point, by power iteration on (s I - H); same residual.
+  lies within it of lambda) plus, with finite differences, the Richardson estimate of their error
+  along v.
+* mu: smallest eigenvalue at the optimum point, by power iteration on (s I - H); same uncertainty.
 * sigma2: per-sample gradient variance, sum_i w_i E||g_i - grad f_i||^2 * b over repeated
   `sample_batch` draws of size b (with-replacement draws make this exactly sigma2 in expectation);
   uncertainty = standard error over draws.
@@ -50,16 +51,86 @@ HOW = {
 
 @dataclass
 class Estimate:
+    """One estimated constant per replica, with its uncertainty.
+
+    Parameters
+    ----------
+    value : numpy.ndarray
+        The estimate, shape [S].
+    stderr : numpy.ndarray
+        Its uncertainty, shape [S]; what it means depends on the constant (`HOW[name]`).
+
+    Examples
+    --------
+    >>> e = Estimate(np.array([0.5, 0.25]), np.array([0.01, 0.02]))
+    >>> e.to_dict()
+    {'value': [0.5, 0.25], 'stderr': [0.01, 0.02]}
+    """
+
     value: np.ndarray    # [S]
     stderr: np.ndarray   # [S] (what it means: HOW[name])
 
     def to_dict(self) -> dict:
+        """JSON-friendly form.
+
+        Returns
+        -------
+        dict
+            {"value": list of S floats, "stderr": list of S floats}.
+
+        Examples
+        --------
+        >>> Estimate(np.array([2.0]), np.array([0.0])).to_dict()
+        {'value': [2.0], 'stderr': [0.0]}
+        """
         return {"value": self.value.tolist(), "stderr": self.stderr.tolist()}
 
 
 @dataclass
 class Estimates:
-    """Estimated constants per replica, each with its uncertainty, plus what predictions need."""
+    """Estimated constants per replica, each with its uncertainty, plus what predictions need.
+
+    Returned by `estimate_constants`; `HOW` says what each uncertainty is.
+
+    Attributes
+    ----------
+    L, mu, sigma2, zeta2, F0 : Estimate
+        The five constants of `NAMES`, values and uncertainties of shape [S] (see the comments
+        on the fields and the module docstring for how each is estimated).
+    L_opt : Estimate
+        Largest |Hessian eigenvalue| at the optimum point alone (`L` is the larger of it and
+        the value at theta_0).
+    theta : torch.Tensor
+        The optimum point, [S, P]: theta*, the given `at`, or the best point of the descent.
+    f_star : numpy.ndarray
+        [S]: the exact f* (synthetic oracle) or the lowest loss seen.
+    f_star_exact : bool
+        Whether `f_star` is exact.
+    sigma2_clients : numpy.ndarray
+        [S, N]: per-client per-sample gradient variance sigma2_i (sigma2 = sum_i w_i sigma2_i).
+    client_grads : torch.Tensor
+        [S, N, P]: exact grad f_i at the optimum point.
+    batch_size : int
+        Minibatch size b of the sigma2 draws.
+    draws : int
+        Number of minibatch draws.
+    meta : dict
+        Provenance: optimum_point, grad_norm_at_optimum_point, hessian (closed form or central
+        differences), power_iterations, gradient_calls.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> est = estimate_constants(oracle, draws=16)
+    >>> est.theta.shape, est.client_grads.shape, est.sigma2_clients.shape, est.f_star_exact
+    (torch.Size([2, 3]), torch.Size([2, 2, 3]), (2, 2), True)
+    >>> est.meta["optimum_point"], est.meta["hessian"]
+    ('theta*', 'central differences of exact gradients')
+    """
 
     L: Estimate                   # max over the probe points of the largest |Hessian eigenvalue|
     mu: Estimate                  # smallest Hessian eigenvalue at the optimum point
@@ -77,9 +148,53 @@ class Estimates:
     meta: dict = field(default_factory=dict)
 
     def get(self, name: str) -> Estimate:
+        """The estimate of one constant by name.
+
+        Parameters
+        ----------
+        name : str
+            One of `NAMES` (or "L_opt").
+
+        Returns
+        -------
+        Estimate
+
+        Examples
+        --------
+        >>> from synthetic.problem import ProblemConfig, build_problem
+        >>> from synthetic.oracle import SyntheticOracle
+        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+        ...                     heterogeneity=1.0, l2=0.1)
+        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> est = estimate_constants(oracle, draws=16)
+        >>> est.get("mu") is est.mu
+        True
+        """
         return getattr(self, name)
 
     def to_dict(self) -> dict:
+        """JSON-friendly form, for manifests.
+
+        Returns
+        -------
+        dict
+            Per name in `NAMES`: value, stderr (lists of S floats) and uncertainty (`HOW`);
+            then L_opt, f_star, f_star_exact, sigma2_batch_size, sigma2_draws and the entries
+            of `meta`.
+
+        Examples
+        --------
+        >>> from synthetic.problem import ProblemConfig, build_problem
+        >>> from synthetic.oracle import SyntheticOracle
+        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+        ...                     heterogeneity=1.0, l2=0.1)
+        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> d = estimate_constants(oracle, batch_size=4, draws=16).to_dict()
+        >>> list(d)[:8]
+        ['L', 'mu', 'sigma2', 'zeta2', 'F0', 'L_opt', 'f_star', 'f_star_exact']
+        >>> d["sigma2"]["uncertainty"], d["sigma2_batch_size"], d["sigma2_draws"]
+        ('standard error over minibatch draws', 4, 16)
+        """
         out = {name: {**self.get(name).to_dict(), "uncertainty": HOW[name]} for name in NAMES}
         out["L_opt"] = self.L_opt.to_dict()
         out["f_star"] = self.f_star.tolist()
@@ -92,7 +207,35 @@ class Estimates:
 # ------------------------------------------------------------------------------------- helpers
 
 def global_loss(oracle, theta: torch.Tensor) -> torch.Tensor:
-    """f(theta) = sum_i w_i f_i(theta) on all data, [S] (float64)."""
+    """f(theta) = sum_i w_i f_i(theta) on all data, [S] (float64).
+
+    Uses the oracle's `global_loss` if it has one, else the weighted sum of its per-client
+    `loss` on full data, else the "train_loss" of its `evaluate`.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle (theory_lab/oracle.py).
+    theta : torch.Tensor
+        One model per replica, [S, P].
+
+    Returns
+    -------
+    torch.Tensor
+        The global loss, [S], float64.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> global_loss(oracle, oracle.init_params())  # theta_0 = theta_ref = 0: loss log 2
+    tensor([0.6931, 0.6931], dtype=torch.float64)
+    >>> bool((global_loss(oracle, oracle.constants.theta_star) < 0.6931).all())
+    True
+    """
     if hasattr(oracle, "global_loss"):
         return oracle.global_loss(theta).double()
     if hasattr(oracle, "loss"):
@@ -102,33 +245,175 @@ def global_loss(oracle, theta: torch.Tensor) -> torch.Tensor:
 
 
 def client_grads(oracle, theta: torch.Tensor) -> torch.Tensor:
-    """Exact grad f_i(theta) of every client at one model theta [S, P] -> [S, N, P]."""
+    """Exact grad f_i(theta) of every client at one model theta [S, P] -> [S, N, P].
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle (theory_lab/oracle.py).
+    theta : torch.Tensor
+        One model per replica, [S, P]; every client is evaluated at it.
+
+    Returns
+    -------
+    torch.Tensor
+        Full-data gradients grad f_i(theta), [S, N, P].
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> G = client_grads(oracle, oracle.constants.theta_star)
+    >>> G.shape
+    torch.Size([2, 2, 3])
+    >>> bool(weighted(oracle, G).norm(dim=-1).max() < 1e-12)  # grad f(theta*) = 0
+    True
+    """
     return oracle.grad(theta.unsqueeze(1).expand(-1, oracle.n_clients, -1).contiguous(), None, None)
 
 
 def weighted(oracle, G: torch.Tensor) -> torch.Tensor:
-    """sum_i w_i G_i: [S, N, P] -> [S, P]."""
+    """sum_i w_i G_i: [S, N, P] -> [S, P].
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Supplies the client weights `oracle.weights`, [S, N].
+    G : torch.Tensor
+        One vector per client, [S, N, P].
+
+    Returns
+    -------
+    torch.Tensor
+        The weighted sum over clients, [S, P], in G's dtype.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> oracle.weights                                        # equal client sizes
+    tensor([[0.5000, 0.5000],
+            [0.5000, 0.5000]], dtype=torch.float64)
+    >>> G = torch.arange(12, dtype=torch.float64).reshape(2, 2, 3)
+    >>> weighted(oracle, G)
+    tensor([[1.5000, 2.5000, 3.5000],
+            [7.5000, 8.5000, 9.5000]], dtype=torch.float64)
+    """
     return torch.einsum("sk,skp->sp", oracle.weights.to(G.dtype), G)
 
 
 def heterogeneity(oracle, theta: torch.Tensor, G: torch.Tensor | None = None) -> torch.Tensor:
     """zeta2(theta) = sum_i w_i ||grad f_i(theta) - grad f(theta)||^2 [S] at any model theta [S, P]
     (at theta* it equals sum_i w_i ||grad f_i(theta*)||^2 since grad f(theta*) = 0). Use it along a
-    run, at the averaged model of each logged round."""
+    run, at the averaged model of each logged round.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle (theory_lab/oracle.py).
+    theta : torch.Tensor
+        One model per replica, [S, P].
+    G : torch.Tensor or None, optional
+        The client gradients at theta, [S, N, P], if already computed (`client_grads`).
+
+    Returns
+    -------
+    torch.Tensor
+        zeta2(theta), [S].
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> z = heterogeneity(oracle, oracle.constants.theta_star)
+    >>> z.shape, bool(torch.allclose(z, oracle.constants.zeta2))
+    (torch.Size([2]), True)
+    """
     G = client_grads(oracle, theta) if G is None else G
     dev = (G - weighted(oracle, G).unsqueeze(1)).pow(2).sum(-1)
     return (oracle.weights.to(G.dtype) * dev).sum(-1)
 
 
 def default_fd_eps(theta: torch.Tensor) -> torch.Tensor:
-    """[S]: central-difference step, (machine eps)^(1/3) scaled by max(1, ||theta||)."""
+    """[S]: central-difference step, (machine eps)^(1/3) scaled by max(1, ||theta||).
+
+    Parameters
+    ----------
+    theta : torch.Tensor
+        The point of the difference quotients, [S, P]; its dtype sets the machine eps.
+
+    Returns
+    -------
+    torch.Tensor
+        The step e per replica, [S].
+
+    Notes
+    -----
+    A central difference has truncation error O(e^2) and round-off error O(eps / e); the two
+    balance at e ~ eps^(1/3) relative to the scale of theta.
+
+    Examples
+    --------
+    >>> theta = torch.tensor([[0.0, 0.0], [6.0, 8.0]], dtype=torch.float64)
+    >>> [f"{e:.4e}" for e in default_fd_eps(theta)]                # ||theta|| = 0 and 10
+    ['6.0555e-06', '6.0555e-05']
+    """
     base = torch.finfo(theta.dtype).eps ** (1.0 / 3.0)
     return base * theta.norm(dim=-1).clamp_min(1.0)
 
 
 class HessianOps:
     """Hessian products of every client at one model theta [S, P]: closed form when the oracle has
-    `hessian` (and P is small), else central differences of exact gradients."""
+    `hessian` (and P is small), else central differences of exact gradients.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle (theory_lab/oracle.py).
+    theta : torch.Tensor
+        The point of the Hessians, [S, P].
+    fd_eps : float or None, optional
+        Central-difference step for every replica; None (or 0) uses `default_fd_eps(theta)`.
+    exact : bool or None, optional
+        True: closed-form Hessians `oracle.hessian` (the oracle must have it); False: central
+        differences; None: closed form when the oracle has `hessian` and P <= 512.
+
+    Attributes
+    ----------
+    exact : bool
+        Which of the two is used.
+    evals : int
+        Gradient calls spent so far (2 per finite-difference product; 0 in closed form).
+    H, Hbar : torch.Tensor
+        Closed form only: client Hessians [S, N, P, P] and the global one sum_i w_i H_i
+        [S, P, P].
+    eps : torch.Tensor
+        Finite differences only: the step per replica, [S].
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> theta = oracle.constants.theta_star
+    >>> exact, fd = HessianOps(oracle, theta), HessianOps(oracle, theta, exact=False)
+    >>> exact.exact, fd.exact
+    (True, False)
+    >>> V = torch.ones(2, 3, dtype=torch.float64)
+    >>> bool(torch.allclose(exact.hvp(V), fd.hvp(V), atol=1e-8)), fd.evals
+    (True, 2)
+    """
 
     def __init__(self, oracle, theta: torch.Tensor, fd_eps: float | None = None, exact: bool | None = None):
         self.oracle, self.theta = oracle, theta
@@ -146,7 +431,35 @@ class HessianOps:
                         if fd_eps else default_fd_eps(theta))
 
     def client_hvp(self, U: torch.Tensor) -> torch.Tensor:
-        """H_i(theta) u_i for every client row: U [S, N, P] -> [S, N, P]."""
+        """H_i(theta) u_i for every client row: U [S, N, P] -> [S, N, P].
+
+        Finite differences use the unit direction u_i / ||u_i|| with step e and scale back by
+        ||u_i||, so the step does not depend on the size of U (2 gradient calls).
+
+        Parameters
+        ----------
+        U : torch.Tensor
+            One direction per client, [S, N, P].
+
+        Returns
+        -------
+        torch.Tensor
+            H_i(theta) u_i, [S, N, P].
+
+        Examples
+        --------
+        >>> from synthetic.problem import ProblemConfig, build_problem
+        >>> from synthetic.oracle import SyntheticOracle
+        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+        ...                     heterogeneity=1.0, l2=0.1)
+        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> ops = HessianOps(oracle, oracle.constants.theta_star, exact=False)
+        >>> U = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> HU = ops.client_hvp(U)
+        >>> HU.shape, bool(torch.allclose(HU, torch.einsum("skpq,skq->skp", oracle.hessian(
+        ...     oracle.constants.theta_star.unsqueeze(1).expand(-1, 2, -1)), U), atol=1e-8))
+        (torch.Size([2, 2, 3]), True)
+        """
         if self.exact:
             return torch.einsum("skpq,skq->skp", self.H, U)
         norm = U.norm(dim=-1, keepdim=True)
@@ -159,7 +472,30 @@ class HessianOps:
         return (gp - gm) / (2 * e) * norm
 
     def hvp(self, V: torch.Tensor) -> torch.Tensor:
-        """Global Hessian product sum_i w_i H_i v: V [S, P] -> [S, P]."""
+        """Global Hessian product sum_i w_i H_i v: V [S, P] -> [S, P].
+
+        Parameters
+        ----------
+        V : torch.Tensor
+            One direction per replica, [S, P].
+
+        Returns
+        -------
+        torch.Tensor
+            H(theta) v with H = sum_i w_i H_i, [S, P].
+
+        Examples
+        --------
+        >>> from synthetic.problem import ProblemConfig, build_problem
+        >>> from synthetic.oracle import SyntheticOracle
+        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+        ...                     heterogeneity=1.0, l2=0.1)
+        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> ops = HessianOps(oracle, oracle.constants.theta_star)   # closed form
+        >>> V = torch.eye(3, dtype=torch.float64)[:2]
+        >>> bool(torch.allclose(ops.hvp(V), torch.stack([ops.Hbar[0, :, 0], ops.Hbar[1, :, 1]])))
+        True
+        """
         if self.exact:
             return torch.einsum("spq,sq->sp", self.Hbar, V)
         U = V.unsqueeze(1).expand(-1, self.oracle.n_clients, -1)
@@ -167,7 +503,32 @@ class HessianOps:
 
     def fd_error(self, V: torch.Tensor) -> torch.Tensor:
         """[S]: error estimate of the difference quotient along V [S, P] (unit rows): the Richardson
-        difference ||Hv(2e) - Hv(e)|| / 3 of a central difference (0 for closed-form Hessians)."""
+        difference ||Hv(2e) - Hv(e)|| / 3 of a central difference (0 for closed-form Hessians).
+
+        Parameters
+        ----------
+        V : torch.Tensor
+            Directions, [S, P], unit rows.
+
+        Returns
+        -------
+        torch.Tensor
+            The error estimate, [S] (4 gradient calls with finite differences).
+
+        Examples
+        --------
+        >>> from synthetic.problem import ProblemConfig, build_problem
+        >>> from synthetic.oracle import SyntheticOracle
+        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+        ...                     heterogeneity=1.0, l2=0.1)
+        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> theta = oracle.constants.theta_star
+        >>> V = torch.nn.functional.normalize(torch.ones(2, 3, dtype=torch.float64), dim=-1)
+        >>> bool((HessianOps(oracle, theta, exact=False).fd_error(V) < 1e-8).all())
+        True
+        >>> HessianOps(oracle, theta, exact=True).fd_error(V)
+        tensor([0., 0.], dtype=torch.float64)
+        """
         if self.exact:
             return torch.zeros(V.shape[0], dtype=V.dtype)
         eps = self.eps
@@ -178,7 +539,40 @@ class HessianOps:
         return (b - a).norm(dim=-1) / 3
 
     def solve(self, V: torch.Tensor, iters: int = 200, rtol: float = 1e-10):
-        """H^-1 v by conjugate gradients (exact solve for closed-form Hessians): returns (u, ||Hu - v||)."""
+        """H^-1 v by conjugate gradients (exact solve for closed-form Hessians): returns (u, ||Hu - v||).
+
+        Conjugate gradients stop per replica when ||r|| <= rtol ||v||, or where the curvature
+        p^T H p is not positive (CG needs H positive definite); the returned residual tells.
+
+        Parameters
+        ----------
+        V : torch.Tensor
+            Right-hand sides, [S, P].
+        iters : int, optional
+            Largest number of CG iterations.
+        rtol : float, optional
+            Relative residual at which a replica stops.
+
+        Returns
+        -------
+        u : torch.Tensor
+            Approximate H^-1 v, [S, P].
+        residual : torch.Tensor
+            ||H u - v||, [S].
+
+        Examples
+        --------
+        >>> from synthetic.problem import ProblemConfig, build_problem
+        >>> from synthetic.oracle import SyntheticOracle
+        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+        ...                     heterogeneity=1.0, l2=0.1)
+        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> ops = HessianOps(oracle, oracle.constants.theta_star, exact=False)
+        >>> V = torch.ones(2, 3, dtype=torch.float64)
+        >>> u, res = ops.solve(V)
+        >>> u.shape, bool((res < 1e-8).all())
+        (torch.Size([2, 3]), True)
+        """
         if self.exact:
             u = torch.linalg.solve(self.Hbar, V.unsqueeze(-1))[..., 0]
             return u, (torch.einsum("spq,sq->sp", self.Hbar, u) - V).norm(dim=-1)
@@ -205,7 +599,47 @@ class HessianOps:
 
 def power_iteration(apply, dim_shape, gen: torch.Generator, dtype, iters: int = 100, rtol: float = 1e-8):
     """Largest-|eigenvalue| of a symmetric operator `apply` ([S, P] -> [S, P]), per replica.
-    Returns (lambda [S], residual ||A v - lambda v|| [S], iterations used)."""
+    Returns (lambda [S], residual ||A v - lambda v|| [S], iterations used, v [S, P]).
+
+    Starts from a random unit vector per replica and stops when every replica's residual is
+    <= rtol |lambda|, or after `iters` iterations. lambda is the Rayleigh quotient v^T A v of
+    the last iterate v (signed); an eigenvalue of A lies within the residual of it.
+
+    Parameters
+    ----------
+    apply : callable
+        v [S, P] -> A v [S, P], A symmetric per replica.
+    dim_shape : tuple of int
+        Shape of v, (S, P).
+    gen : torch.Generator
+        Generator of the random start.
+    dtype : torch.dtype
+        dtype of v.
+    iters : int, optional
+        Largest number of iterations (one `apply` each).
+    rtol : float, optional
+        Relative residual at which to stop.
+
+    Returns
+    -------
+    lam : torch.Tensor
+        Rayleigh quotient, [S].
+    residual : torch.Tensor
+        ||A v - lam v||, [S].
+    iterations : int
+        Iterations used.
+    v : torch.Tensor
+        The unit vector lam belongs to, [S, P].
+
+    Examples
+    --------
+    >>> A = torch.diag(torch.tensor([3.0, -1.0, 0.5], dtype=torch.float64))
+    >>> lam, res, it, v = power_iteration(lambda v: v @ A, (2, 3), torch.Generator().manual_seed(0),
+    ...                                   torch.float64)
+    >>> lam.round(decimals=6), bool((res <= 1e-8 * 3).all()), v.abs().round(decimals=4)
+    (tensor([3., 3.], dtype=torch.float64), True, tensor([[1., 0., 0.],
+            [1., 0., 0.]], dtype=torch.float64))
+    """
     v = torch.randn(*dim_shape, generator=gen, dtype=torch.float64).to(dtype)
     v = v / v.norm(dim=-1, keepdim=True)
     lam = res = None
@@ -225,13 +659,88 @@ def power_iteration(apply, dim_shape, gen: torch.Generator, dtype, iters: int = 
 
 def largest_eig(ops: HessianOps, gen, iters=100, rtol=1e-8):
     """(|lambda_max| [S], uncertainty [S], iterations) of the global Hessian; the uncertainty is the
-    residual ||Hv - lambda v|| plus the finite-difference error along v."""
+    residual ||Hv - lambda v|| plus the finite-difference error along v.
+
+    Parameters
+    ----------
+    ops : HessianOps
+        The Hessian products at the point of interest.
+    gen : torch.Generator
+        Generator of the power iteration's random start.
+    iters : int, optional
+        Largest number of power iterations.
+    rtol : float, optional
+        Relative residual at which to stop.
+
+    Returns
+    -------
+    lam : torch.Tensor
+        Largest |eigenvalue| of sum_i w_i H_i, [S].
+    uncertainty : torch.Tensor
+        [S], as above.
+    iterations : int
+        Power iterations used.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> theta = oracle.constants.theta_star
+    >>> ops = HessianOps(oracle, theta, exact=False)
+    >>> lam, err, it = largest_eig(ops, torch.Generator().manual_seed(0))
+    >>> bool((abs(lam - oracle.hessian_max_eig_at(theta)) <= err + 1e-10).all())
+    True
+    """
     lam, res, it, v = power_iteration(ops.hvp, ops.theta.shape, gen, ops.theta.dtype, iters, rtol)
     return lam.abs(), res + ops.fd_error(v), it
 
 
 def smallest_eig(ops: HessianOps, top: torch.Tensor, gen, iters=300, rtol=1e-8):
-    """(lambda_min [S], uncertainty [S], iterations) by power iteration on (s I - H), s = |lambda_max|."""
+    """(lambda_min [S], uncertainty [S], iterations) by power iteration on (s I - H), s = |lambda_max|.
+
+    The eigenvalues of s I - H lie in [0, 2 s], and its largest one is s - lambda_min, so the
+    power iteration finds lambda_min = s - (its eigenvalue). The uncertainty is, as in
+    `largest_eig`, the residual plus the finite-difference error along v.
+
+    Parameters
+    ----------
+    ops : HessianOps
+        The Hessian products at the point of interest.
+    top : torch.Tensor
+        |lambda_max| of the same Hessian, [S] (from `largest_eig`).
+    gen : torch.Generator
+        Generator of the power iteration's random start.
+    iters : int, optional
+        Largest number of power iterations.
+    rtol : float, optional
+        Relative residual (of s I - H) at which to stop.
+
+    Returns
+    -------
+    lam : torch.Tensor
+        Smallest eigenvalue of sum_i w_i H_i, [S].
+    uncertainty : torch.Tensor
+        [S].
+    iterations : int
+        Power iterations used.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> ops = HessianOps(oracle, oracle.constants.theta_star, exact=False)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> top, _, _ = largest_eig(ops, gen)
+    >>> mu, err, it = smallest_eig(ops, top, gen)
+    >>> bool((abs(mu - oracle.constants.mu) <= err + 1e-10).all())  # mu is taken at theta*
+    True
+    """
     s = top.clamp_min(1e-300)[:, None]
     lam, res, it, v = power_iteration(lambda v: s * v - ops.hvp(v), ops.theta.shape, gen,
                                       ops.theta.dtype, iters, rtol)
@@ -241,7 +750,57 @@ def smallest_eig(ops: HessianOps, top: torch.Tensor, gen, iters=300, rtol=1e-8):
 def minibatch_variance(oracle, theta: torch.Tensor, batch_size: int, draws: int, gen: torch.Generator,
                        G: torch.Tensor | None = None):
     """Per-sample gradient variance at theta from `draws` minibatches of size b per client:
-    returns (sigma2 [S], stderr [S], per-client sigma2_i [S, N])."""
+    returns (sigma2 [S], stderr [S], per-client sigma2_i [S, N]).
+
+    Each draw r gives b * ||g_i^(r) - grad f_i(theta)||^2 per client, from the minibatch
+    gradient g_i^(r) on `oracle.sample_batch(gen, b)`; sigma2 is the mean over draws of
+    sum_i w_i of these, and stderr its standard error (sample standard deviation over draws
+    / sqrt(draws)). With minibatches drawn with replacement, the expectation is exactly the
+    per-sample variance sigma2.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle with minibatch gradients and `sample_batch`.
+    theta : torch.Tensor
+        The point, [S, P].
+    batch_size : int
+        b, pairs per client per minibatch, >= 1.
+    draws : int
+        Number of minibatches, >= 2.
+    gen : torch.Generator
+        Generator of the minibatch draws.
+    G : torch.Tensor or None, optional
+        Exact client gradients at theta, [S, N, P], if already computed.
+
+    Returns
+    -------
+    sigma2 : torch.Tensor
+        [S], float64.
+    stderr : torch.Tensor
+        [S], float64.
+    sigma2_clients : torch.Tensor
+        Per-client per-sample variance, [S, N], float64.
+
+    Raises
+    ------
+    ConfigError
+        batch_size < 1 or draws < 2.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> s2, se, s2_i = minibatch_variance(oracle, oracle.constants.theta_star, 4, 32,
+    ...                                   torch.Generator().manual_seed(0))
+    >>> s2.shape, s2_i.shape
+    (torch.Size([2]), torch.Size([2, 2]))
+    >>> bool((abs(s2 - oracle.constants.sigma2) <= 3 * se).all())
+    True
+    """
     if batch_size < 1:
         raise ConfigError("batch_size", f"the variance needs minibatches of >= 1 pair, got {batch_size}")
     if draws < 2:
@@ -260,7 +819,43 @@ def minibatch_variance(oracle, theta: torch.Tensor, batch_size: int, draws: int,
 
 def descend(oracle, theta0: torch.Tensor, steps: int, step0: torch.Tensor):
     """Exact-gradient descent with Barzilai-Borwein steps from theta0 [S, P] (first step step0 [S]).
-    Returns (best point [S, P], lowest loss [S], its gradient [S, P]): "the lowest loss seen"."""
+    Returns (best point [S, P], lowest loss [S], its gradient [S, P]): "the lowest loss seen".
+
+    Step sizes: BB1 ||s||^2 / s^T y (capped at 100 step0) while the curvature s^T y is
+    positive, else step0. A step whose loss is not finite or exceeds f + 10 max(|f|, 1) restarts
+    from the best point with step0. Each step costs one loss and one gradient evaluation.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle (theory_lab/oracle.py).
+    theta0 : torch.Tensor
+        Start, [S, P].
+    steps : int
+        Number of steps.
+    step0 : torch.Tensor
+        First (and fallback) step size per replica, [S], e.g. 1 / L.
+
+    Returns
+    -------
+    best : torch.Tensor
+        Lowest-loss point seen, [S, P].
+    f_best : torch.Tensor
+        Its global loss, [S].
+    g_best : torch.Tensor
+        Its global gradient, [S, P].
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> best, f_best, g_best = descend(oracle, oracle.init_params(), 50, 1.0 / oracle.constants.L)
+    >>> bool(torch.allclose(f_best, oracle.constants.f_star)), bool((g_best.norm(dim=-1) < 1e-6).all())
+    (True, True)
+    """
     theta = theta0.clone()
     f = global_loss(oracle, theta)
     g = weighted(oracle, client_grads(oracle, theta))
@@ -307,6 +902,67 @@ def estimate_constants(oracle, *, batch_size: int = 8, draws: int = 64, power_it
     exact_hessian: False (default) forces finite differences of gradients even when the oracle has
     closed-form Hessians (so the estimator is the one used on the LLM track); None uses them when
     available. seed: the generator of power-iteration starts and minibatch draws.
+
+    The methods and their uncertainties are those of the module docstring: L is the larger of
+    the largest |Hessian eigenvalue| at theta_0 and at the optimum point; mu, sigma2 and zeta2
+    are taken at the optimum point; F0 = f(theta_0) - f*.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle (theory_lab/oracle.py); a synthetic one also carries `constants`.
+    batch_size : int, optional
+        Minibatch size b of the sigma2 draws (pairs per client).
+    draws : int, optional
+        Number of minibatch draws for sigma2.
+    power_iters : int, optional
+        Largest number of power iterations for L (at each of the two points).
+    mu_iters : int, optional
+        Largest number of power iterations for mu.
+    descent_steps : int, optional
+        BB steps of the descent that finds the optimum point when neither `at` nor the exact
+        theta* is used.
+    at : torch.Tensor or None, optional
+        The optimum point to use, [S, P].
+    f_star : torch.Tensor or None, optional
+        A known lowest loss, [S] (or a scalar); the reference f* is the smaller of it and the
+        loss at the optimum point. Ignored when the exact f* is used.
+    use_exact_optimum : bool, optional
+        Use the synthetic oracle's theta* (unless `at` is given) and its exact f* (even with
+        `at`, for F0).
+    fd_eps : float or None, optional
+        Central-difference step; None: `default_fd_eps`.
+    exact_hessian : bool or None, optional
+        See above and `HessianOps`.
+    seed : int, optional
+        Seed of the power-iteration starts and the minibatch draws.
+
+    Returns
+    -------
+    Estimates
+        The five constants with uncertainties ([S] each), the optimum point, f* and provenance
+        in `meta`.
+
+    Raises
+    ------
+    ConfigError
+        batch_size < 1 or draws < 2.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> est = estimate_constants(oracle, draws=16)
+    >>> exact = exact_values(oracle)
+    >>> est.L.value.round(4), exact["L"].round(4)
+    (array([0.3411, 0.3272]), array([0.3411, 0.3272]))
+    >>> est.mu.value.round(4), exact["mu"].round(4)
+    (array([0.2195, 0.202 ]), array([0.2195, 0.202 ]))
+    >>> bool((abs(est.sigma2.value - exact["sigma2"]) <= 3 * est.sigma2.stderr).all())
+    True
     """
     gen = torch.Generator().manual_seed(seed)
     consts = getattr(oracle, "constants", None)
@@ -372,7 +1028,32 @@ def estimate_constants(oracle, *, batch_size: int = 8, draws: int = 64, power_it
 
 
 def exact_values(oracle) -> dict[str, np.ndarray] | None:
-    """The synthetic oracle's exact constants (L, mu, sigma2, zeta2, F0), or None."""
+    """The synthetic oracle's exact constants (L, mu, sigma2, zeta2, F0), or None.
+
+    Parameters
+    ----------
+    oracle : Oracle
+        Any oracle; the exact constants are read from its `constants`, if it has them.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, or None
+        For each name in `NAMES`, the exact values [S] (float64); None when the oracle has no
+        `constants` (e.g. the LLM oracle).
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> x = exact_values(oracle)
+    >>> list(x), x["zeta2"].shape
+    (['L', 'mu', 'sigma2', 'zeta2', 'F0'], (2,))
+    >>> exact_values(object()) is None
+    True
+    """
     c = getattr(oracle, "constants", None)
     if c is None:
         return None
@@ -380,7 +1061,38 @@ def exact_values(oracle) -> dict[str, np.ndarray] | None:
 
 
 def comparison(est: Estimates, exact: dict | None) -> dict:
-    """Per constant: estimate, uncertainty, and (when known) exact value, ratio and |diff|/stderr."""
+    """Per constant: estimate, uncertainty, and (when known) exact value, ratio and |diff|/stderr.
+
+    Parameters
+    ----------
+    est : Estimates
+        The estimates (`estimate_constants`).
+    exact : dict or None
+        Exact values per name, [S] each (`exact_values`), or None.
+
+    Returns
+    -------
+    dict
+        For each name in `NAMES`, a row {"estimate", "stderr"} (lists of S floats) plus, with
+        `exact`, "exact", "ratio" (estimate / exact) and "z" (|estimate - exact| / stderr).
+        Division by zero is not an error: a zero stderr gives z = inf, or nan when the
+        difference is 0 as well.
+
+    Examples
+    --------
+    >>> from synthetic.problem import ProblemConfig, build_problem
+    >>> from synthetic.oracle import SyntheticOracle
+    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    ...                     heterogeneity=1.0, l2=0.1)
+    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> rows = comparison(estimate_constants(oracle, draws=16), exact_values(oracle))
+    >>> list(rows["L"])
+    ['estimate', 'stderr', 'exact', 'ratio', 'z']
+    >>> [round(r, 6) for r in rows["F0"]["ratio"]]
+    [1.0, 1.0]
+    >>> list(comparison(estimate_constants(oracle, draws=16), None)["mu"])
+    ['estimate', 'stderr']
+    """
     out = {}
     for name in NAMES:
         e = est.get(name)

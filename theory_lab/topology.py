@@ -30,7 +30,42 @@ _TOL = 1e-10
 
 @dataclass
 class TopologyConfig:
-    """The `[topology]` config section; plain annotations so the generic TOML loader can type-check."""
+    """The `[topology]` config section; plain annotations so the generic TOML loader can type-check.
+
+    Parameters
+    ----------
+    name : str, one of `NAMES`
+        The graph: "complete", "ring", "path", "star", "torus" (r x c grid with wrap-around,
+        r, c >= 3), "hypercube" (n a power of 2), "exponential" (i ~ i + 2^k mod n for all
+        2^k < n), "one_peer_exponential" (time-varying, n a power of 2), "erdos_renyi",
+        "geometric", "lazy_complete" (W = (1 - lazy) I + lazy J/n) or "custom" (W given).
+    mixing : str, one of `RULES`
+        How W is built from the graph: "metropolis" (W_ij = 1 / (1 + max(d_i, d_j))) or
+        "max_degree" (W_ij = 1 / (1 + d_max)). Ignored by lazy_complete, one_peer_exponential
+        and custom.
+    er_p : float
+        Edge probability of "erdos_renyi", in (0, 1].
+    radius : float
+        Connection radius of "geometric" (nodes uniform in the unit square), > 0.
+    graph_seed : int
+        First seed of a random graph; resampled with seed + 1, + 2, ... (at most 100 tries)
+        until the graph is connected.
+    lazy : float
+        Weight a of J/n in "lazy_complete", in (0, 1]; rho = 1 - a.
+    weights : list of list of float or None
+        The n x n mixing matrix of "custom": symmetric, doubly stochastic, connected support.
+    weights_file : str or None
+        Alternatively, a file holding it (.npy, .csv, or whitespace-separated text).
+
+    Examples
+    --------
+    >>> cfg = TopologyConfig(name="erdos_renyi", er_p=0.5)
+    >>> cfg.validate()
+    >>> TopologyConfig(name="ring", lazy=0.0).validate()
+    Traceback (most recent call last):
+        ...
+    theory_lab.errors.ConfigError: topology.lazy: must be in (0, 1], got 0.0
+    """
 
     name: Literal[NAMES] = "complete"
     mixing: Literal[RULES] = "metropolis"  # ignored by lazy_complete, one_peer_exponential and custom
@@ -42,6 +77,21 @@ class TopologyConfig:
     weights_file: str | None = None
 
     def validate(self) -> None:
+        """Check the fields' ranges and choices.
+
+        Raises
+        ------
+        ConfigError
+            Naming the field: an unknown `name` or `mixing`, `er_p` outside (0, 1], `radius`
+            <= 0, `lazy` outside (0, 1], or both `weights` and `weights_file` given.
+
+        Examples
+        --------
+        >>> TopologyConfig(name="custom", weights=[[1.0]], weights_file="w.npy").validate()
+        Traceback (most recent call last):
+            ...
+        theory_lab.errors.ConfigError: topology.weights: give weights or weights_file, not both
+        """
         check_choices(self, "topology.")
         if not 0 < self.er_p <= 1:
             raise ConfigError("topology.er_p", f"must be in (0, 1], got {self.er_p}")
@@ -82,7 +132,47 @@ def _random_connected(make, n: int, seed: int, field: str, what: str) -> nx.Grap
 
 
 def build_graph(name: str, n: int, *, er_p: float = 0.3, radius: float = 0.5, seed: int = 0) -> nx.Graph:
-    """Undirected graph on nodes 0..n-1 (one_peer_exponential: union over a period; lazy_complete: K_n)."""
+    """Undirected graph on nodes 0..n-1 (one_peer_exponential: union over a period; lazy_complete: K_n).
+
+    Graphs come from networkx generators, relabelled to the integers 0..n-1 (torus: node i at
+    row i // c, column i % c; hypercube: neighbours differ in one bit of i). Self-loops are
+    removed. A single node (n = 1) gives the one-node graph whatever the name.
+
+    Parameters
+    ----------
+    name : str
+        One of `NAMES` except "custom" (which has no generator).
+    n : int
+        Number of nodes, >= 1.
+    er_p : float, optional
+        Edge probability of "erdos_renyi".
+    radius : float, optional
+        Connection radius of "geometric".
+    seed : int, optional
+        First seed of a random graph; it is resampled with seed + 1, seed + 2, ... (at most
+        100 tries) until connected, and the seed used is stored in ``graph.graph["seed"]``.
+
+    Returns
+    -------
+    networkx.Graph
+        Simple undirected graph on nodes 0..n-1; a torus also carries ``graph.graph["shape"]``
+        = (r, c), a geometric graph its node positions in the node attribute "pos".
+
+    Raises
+    ------
+    ConfigError
+        Unknown name or "custom"; n not an integer >= 1; n not a power of 2 (hypercube,
+        one_peer_exponential) or not r * c with r, c >= 3 (torus); a random graph still
+        disconnected after 100 seeds.
+
+    Examples
+    --------
+    >>> g = build_graph("ring", 4)
+    >>> sorted(g.edges())
+    [(0, 1), (0, 3), (1, 2), (2, 3)]
+    >>> build_graph("torus", 9).graph["shape"], build_graph("hypercube", 8).number_of_edges()
+    ((3, 3), 12)
+    """
     n = _check_n(n)
     if name not in NAMES:
         raise ConfigError("topology.name", f"unknown topology {name!r}; known: {', '.join(NAMES)}")
@@ -124,7 +214,37 @@ def build_graph(name: str, n: int, *, er_p: float = 0.3, radius: float = 0.5, se
 
 
 def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
-    """Symmetric doubly stochastic W on graph's support; the diagonal takes what the edges leave."""
+    """Symmetric doubly stochastic W on graph's support; the diagonal takes what the edges leave.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        Undirected graph on nodes 0..n-1 (self-loops and edge weights are ignored).
+    rule : {"metropolis", "max_degree"}, optional
+        Off-diagonal weight of an edge (i, j): 1 / (1 + max(d_i, d_j)) (Metropolis-Hastings)
+        or 1 / (1 + d_max) with d_max the largest degree of the graph.
+
+    Returns
+    -------
+    numpy.ndarray
+        W, shape [n, n], float64: W_ij > 0 exactly on the edges and on the diagonal,
+        W_ii = 1 - sum_{j != i} W_ij.
+
+    Raises
+    ------
+    ConfigError
+        Unknown rule.
+
+    Examples
+    --------
+    >>> W = mixing_matrix(build_graph("path", 3))
+    >>> W.round(4)
+    array([[0.6667, 0.3333, 0.    ],
+           [0.3333, 0.3333, 0.3333],
+           [0.    , 0.3333, 0.6667]])
+    >>> bool(np.allclose(W.sum(axis=0), 1) and np.allclose(W, W.T))
+    True
+    """
     n = graph.number_of_nodes()
     A = nx.to_numpy_array(graph, nodelist=range(n), weight=None, dtype=np.float64)
     np.fill_diagonal(A, 0.0)
@@ -140,7 +260,38 @@ def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
 
 
 def validate_mixing(W, field: str = "topology.weights", symmetric: bool = True) -> np.ndarray:
-    """Check that W is a valid (symmetric) doubly stochastic mixing matrix over a connected graph."""
+    """Check that W is a valid (symmetric) doubly stochastic mixing matrix over a connected graph.
+
+    Parameters
+    ----------
+    W : array_like
+        Candidate mixing matrix, shape [n, n] (nested lists or an array).
+    field : str, optional
+        Config field named in the error messages.
+    symmetric : bool, optional
+        Also require W = W^T (up to 1e-10).
+
+    Returns
+    -------
+    numpy.ndarray
+        W as a float64 array of shape [n, n].
+
+    Raises
+    ------
+    ConfigError
+        If W is not numeric, not a non-empty square matrix, has a NaN, inf or negative entry,
+        a row or column sum differing from 1 by more than 1e-10, is not symmetric (when
+        `symmetric`), or its support graph (W_ij > 0) is disconnected.
+
+    Examples
+    --------
+    >>> validate_mixing([[0.5, 0.5], [0.5, 0.5]]).shape
+    (2, 2)
+    >>> validate_mixing(np.eye(2))
+    Traceback (most recent call last):
+        ...
+    theory_lab.errors.ConfigError: topology.weights: support graph is disconnected (2 components); ...
+    """
     try:
         W = np.array(W, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -171,6 +322,30 @@ def validate_mixing(W, field: str = "topology.weights", symmetric: bool = True) 
 
 @dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make generated __eq__ ambiguous
 class Spectrum:
+    """The spectrum of one mixing matrix and its contraction factors (returned by `spectrum`).
+
+    Attributes
+    ----------
+    eigenvalues : numpy.ndarray
+        Shape [n], descending, read-only: eigenvalues of a symmetric W, or singular values of a
+        non-symmetric W (then ``kind == "singular_values"``).
+    rho : float
+        max(|lambda_2|, |lambda_n|) (symmetric W) or sigma_2 (non-symmetric W), in [0, 1];
+        0 for n = 1.
+    delta : float
+        1 - rho.
+    p : float
+        Spectral gap 1 - rho**2.
+    kind : {"eigenvalues", "singular_values"}
+        Which of the two `eigenvalues` holds.
+
+    Examples
+    --------
+    >>> s = spectrum(np.full((2, 2), 0.5))
+    >>> bool(np.allclose(s.eigenvalues, [1.0, 0.0])), s.rho < 1e-12, s.p, s.kind
+    (True, True, 1.0, 'eigenvalues')
+    """
+
     eigenvalues: np.ndarray  # descending; singular values when kind == "singular_values"
     rho: float
     delta: float
@@ -185,6 +360,26 @@ def spectrum(W) -> Spectrum:
     Non-symmetric W (e.g. one one-peer exponential round): its eigenvalues are complex and do not
     bound contraction, so we use singular values instead and rho = sigma_2 = ||W - J/n||_2, the
     factor by which one application of W shrinks the distance to consensus; `kind` records which.
+
+    Parameters
+    ----------
+    W : array_like
+        Doubly stochastic matrix, shape [n, n] (not checked; see `validate_mixing`). It counts
+        as symmetric when |W - W^T| <= 1e-12 entrywise.
+
+    Returns
+    -------
+    Spectrum
+        The values (descending), rho (clipped to <= 1 against round-off, 0 when n = 1),
+        delta = 1 - rho and p = 1 - rho**2.
+
+    Examples
+    --------
+    >>> s = spectrum(mixing_matrix(build_graph("ring", 4)))
+    >>> s.eigenvalues.round(4).tolist()
+    [1.0, 0.3333, 0.3333, -0.3333]
+    >>> round(s.rho, 4), round(s.delta, 4), round(s.p, 4), s.kind
+    (0.3333, 0.6667, 0.8889, 'eigenvalues')
     """
     W = np.asarray(W, dtype=np.float64)
     n = W.shape[0]
@@ -200,7 +395,38 @@ def spectrum(W) -> Spectrum:
 
 
 class Topology:
-    """A communication pattern: W(t) for every round t, periodic with `period` (1 when static)."""
+    """A communication pattern: W(t) for every round t, periodic with `period` (1 when static).
+
+    Usually built by `make_topology`.
+
+    Parameters
+    ----------
+    name : str
+        The topology's name (one of `NAMES`).
+    n : int
+        Number of nodes (clients).
+    graph : networkx.Graph
+        The communication graph on nodes 0..n-1 (for a time-varying pattern, the union of the
+        rounds' graphs).
+    matrices : list of array_like
+        The mixing matrices of one period, each of shape [n, n]; round t uses
+        ``matrices[t % len(matrices)]``.
+    mixing : str or None, optional
+        The mixing rule that built the matrices (None when they did not come from one).
+
+    Attributes
+    ----------
+    period : int
+        len(matrices).
+    time_varying : bool
+        period > 1.
+
+    Examples
+    --------
+    >>> top = Topology("ring", 4, build_graph("ring", 4), [mixing_matrix(build_graph("ring", 4))])
+    >>> top.period, top.time_varying, round(top.spectrum().p, 4)
+    (1, False, 0.8889)
+    """
 
     def __init__(self, name: str, n: int, graph: nx.Graph, matrices: list[np.ndarray], mixing: str | None = None):
         self.name, self.n, self.graph, self.mixing = name, n, graph, mixing
@@ -210,12 +436,50 @@ class Topology:
         self._spectra: dict[int, Spectrum] = {}
 
     def W(self, t: int = 0) -> np.ndarray:
-        """Mixing matrix used at communication round t (a fresh copy, so callers may modify it)."""
+        """Mixing matrix used at communication round t (a fresh copy, so callers may modify it).
+
+        Parameters
+        ----------
+        t : int, optional
+            Communication round (0-based); taken modulo the period.
+
+        Returns
+        -------
+        numpy.ndarray
+            W(t), shape [n, n], float64.
+
+        Examples
+        --------
+        >>> top = make_topology(TopologyConfig(name="complete"), 2)
+        >>> top.W(5)
+        array([[0.5, 0.5],
+               [0.5, 0.5]])
+        """
         return self._W[t % self.period].copy()
 
     def spectrum(self, t: int = 0) -> Spectrum:
         """Spectrum of the single-round W(t); for one_peer_exponential singular values, and rho = 1
-        at rounds with hop 2^k > 1 since one such round alone leaves 2^k disconnected cycles."""
+        at rounds with hop 2^k > 1 since one such round alone leaves 2^k disconnected cycles.
+
+        (The last one-peer round, hop n/2, is symmetric, so its spectrum holds eigenvalues; rho
+        is 1 there as well for n > 2.) Computed once per round of the period, then cached.
+
+        Parameters
+        ----------
+        t : int, optional
+            Communication round; taken modulo the period.
+
+        Returns
+        -------
+        Spectrum
+            See `spectrum`.
+
+        Examples
+        --------
+        >>> top = make_topology(TopologyConfig(name="one_peer_exponential"), 8)
+        >>> [(top.spectrum(t).kind, round(top.spectrum(t).rho, 4)) for t in range(3)]
+        [('singular_values', 0.9239), ('singular_values', 1.0), ('eigenvalues', 1.0)]
+        """
         k = t % self.period
         if k not in self._spectra:
             self._spectra[k] = spectrum(self._W[k])
@@ -223,19 +487,66 @@ class Topology:
 
     def period_product_spectrum(self) -> Spectrum:
         """Spectrum of W(period-1) ... W(0): for one_peer_exponential with n = 2^m the product is
-        exactly J/n (every node has then heard every other exactly once), so rho = 0."""
+        exactly J/n (every node has then heard every other exactly once), so rho = 0.
+
+        Returns
+        -------
+        Spectrum
+            Spectrum of the product over one period (for a static topology, of W itself).
+
+        Examples
+        --------
+        >>> top = make_topology(TopologyConfig(name="one_peer_exponential"), 8)
+        >>> top.period, top.period_product_spectrum().rho < 1e-12
+        (3, True)
+        """
         product = np.eye(self.n)
         for M in self._W:
             product = M @ product
         return spectrum(product)
 
     def messages_per_round(self, t: int = 0) -> int:
-        """Vectors sent in round t: one per nonzero off-diagonal W_ij (j sends to i)."""
+        """Vectors sent in round t: one per nonzero off-diagonal W_ij (j sends to i).
+
+        Parameters
+        ----------
+        t : int, optional
+            Communication round; taken modulo the period.
+
+        Returns
+        -------
+        int
+            Number of nonzero off-diagonal entries of W(t) (twice the edges of a symmetric W).
+
+        Examples
+        --------
+        >>> make_topology(TopologyConfig(name="ring"), 4).messages_per_round()
+        8
+        >>> make_topology(TopologyConfig(name="one_peer_exponential"), 4).messages_per_round(0)
+        4
+        """
         W = self._W[t % self.period]
         return int(np.count_nonzero(W) - np.count_nonzero(np.diag(W)))
 
     def neighbors(self, t: int = 0) -> list[list[tuple[int, float]]]:
-        """For each node i, [(j, W_ij)] over j != i with W_ij != 0: whom i receives from, with weights."""
+        """For each node i, [(j, W_ij)] over j != i with W_ij != 0: whom i receives from, with weights.
+
+        Parameters
+        ----------
+        t : int, optional
+            Communication round; taken modulo the period.
+
+        Returns
+        -------
+        list of list of (int, float)
+            Entry i lists (j, W_ij) in increasing j.
+
+        Examples
+        --------
+        >>> nbrs = make_topology(TopologyConfig(name="ring"), 4).neighbors()
+        >>> [(j, round(w, 4)) for j, w in nbrs[0]]
+        [(1, 0.3333), (3, 0.3333)]
+        """
         W = self._W[t % self.period]
         return [[(int(j), float(W[i, j])) for j in np.flatnonzero(W[i]) if j != i] for i in range(self.n)]
 
@@ -255,6 +566,12 @@ def _load_weights(path: str) -> np.ndarray:
 def make_topology(cfg: TopologyConfig, n: int) -> Topology:
     """The communication graph of `n` nodes that `cfg` names, with its mixing matrices.
 
+    Static graphs get the single matrix `mixing_matrix(graph, cfg.mixing)`; lazy_complete gets
+    (1 - a) I + a J/n with a = cfg.lazy; one_peer_exponential gets log2(n) matrices
+    W_k = (I + P_k) / 2, P_k the shift by 2^k (node i averages with node i + 2^k); custom
+    gets the validated `cfg.weights` (or `cfg.weights_file`) and the graph of its support.
+    A single client (n = 1) gets W = [[1]] whatever the topology.
+
     Parameters
     ----------
     cfg : TopologyConfig
@@ -266,6 +583,12 @@ def make_topology(cfg: TopologyConfig, n: int) -> Topology:
     -------
     Topology
         The networkx graph, the (possibly time-varying) mixing matrices and their spectrum.
+
+    Raises
+    ------
+    ConfigError
+        An invalid `cfg` (see `TopologyConfig.validate`, `build_graph`, `validate_mixing`), a
+        custom topology without weights or whose matrix is not n x n.
 
     Examples
     --------
@@ -303,7 +626,28 @@ def make_topology(cfg: TopologyConfig, n: int) -> Topology:
 
 
 def describe(topology: Topology) -> dict:
-    """JSON-friendly summary for manifests and result columns."""
+    """JSON-friendly summary for manifests and result columns.
+
+    Parameters
+    ----------
+    topology : Topology
+        The topology to summarize.
+
+    Returns
+    -------
+    dict
+        name, n, time_varying, mixing, edges, degree (min, max), messages_per_round, rho,
+        delta, p, spectrum_kind and eigenvalues, all of round 0; plus graph_seed_used for a
+        random graph, and period and period_product_rho for a time-varying one.
+
+    Examples
+    --------
+    >>> d = describe(make_topology(TopologyConfig(name="ring"), 4))
+    >>> d["edges"], d["degree"], d["messages_per_round"], round(d["p"], 4)
+    (4, {'min': 2, 'max': 2}, 8, 0.8889)
+    >>> describe(make_topology(TopologyConfig(name="one_peer_exponential"), 4))["period"]
+    2
+    """
     s, degrees = topology.spectrum(0), [d for _, d in topology.graph.degree()]
     out = {
         "name": topology.name, "n": topology.n, "time_varying": topology.time_varying,
@@ -321,8 +665,33 @@ def describe(topology: Topology) -> dict:
 
 
 def draw(topology: Topology, path: str | os.PathLike) -> None:
-    """Draw the graph to `path` (format from its extension: .png, .pdf, ...), written atomically."""
-    import matplotlib
+    """Draw the graph to `path` (format from its extension: .png, .pdf, ...), written atomically.
+
+    Layout: a geometric graph at its sampled positions, a torus on its grid (wrap-around edges
+    as arcs), ring-like graphs on a circle, anything else by a spring layout with a fixed seed.
+    The title gives the name, n and p = 1 - rho^2 of round 0. Uses matplotlib's Agg backend
+    unless pyplot is already loaded, and no pyplot state.
+
+    Parameters
+    ----------
+    topology : Topology
+        The topology whose graph is drawn.
+    path : str or os.PathLike
+        Output file; its suffix picks the format (png when there is none).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     draw(make_topology(TopologyConfig(name="ring"), 4), Path(d) / "ring.png")
+    ...     (Path(d) / "ring.png").stat().st_size > 0
+    True
+    """
+    import matplotlib   # lazy: the backend is chosen here, before pyplot loads, and only when drawing
 
     if "matplotlib.pyplot" not in sys.modules:  # later, use() would close the caller's open figures
         matplotlib.use("Agg")  # headless; must precede the pyplot import that networkx's drawing does
