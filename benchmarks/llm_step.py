@@ -4,6 +4,8 @@ and the cost of simulating 10 FedDPO clients against centralized training.
 
     .venv/bin/python benchmarks/llm_step.py --model tiny --steps 20 --repeats 3          # quick check
     .venv/bin/python benchmarks/llm_step.py --model smollm2 --steps 8 --repeats 2 --json out.json
+    .venv/bin/python benchmarks/llm_step.py --model arch:smollm2-135m --device cuda --max-length 256 \
+        --max-prompt-length 128 --configs clients,trl-precompute --batch 4 --trl-batch 8     # GPU, no weights
 
 Configurations (each runs in its own fresh subprocess, so peak memory never mixes; the parent runs
 them in turn, repeat by repeat, so every configuration of a repeat sees about the same load):
@@ -31,6 +33,25 @@ them in turn, repeat by repeat, so every configuration of a repeat sees about th
                  batch (each on its own model copy): the steadiest ratio on a shared machine.
   paired-fed     fed and central in one process on one shared LoRA model, one FedDPO round
                  against K centralized steps, alternating. Paired runs report timings only.
+  seq-N          N simulated clients x b pairs: what FedDPO does per local step,
+                 oracle.local_step on [1, N, P] + AdamW on [1, N, P], one client after another
+                 (llm.client_batching = "off"). N from --client-counts ("clients" = seq, batched
+                 and onebatch for every N).
+  batched-N      the same with client batching on: all N clients' rows in one forward/backward
+                 with stacked LoRA adapters (llm/batched.py).
+  onebatch-N     the floor of batched-N: one client, the same N·b pairs in one forward/backward
+                 (same prefix sharing, loss and optimizer; one adapter instead of N).
+
+Models: "tiny", "smollm2" (the GGUF), or "arch:smollm2-135m | arch:smollm2-360m | arch:smollm2-1.7b":
+seeded random weights of that architecture (llm.model.ARCHS), nothing to download; --data random
+(the default for arch: models) then draws random token pairs that fill max_length (prompt
+max_prompt_length tokens, both responses the rest), so no data set is needed either.
+
+Compute: TFLOP/s counts model FLOPs per pair = 4·(body linear weights)·(prompt + 2 responses
+tokens) + 4·(vocab·hidden)·(2 responses tokens): forward plus the input-gradient backward of
+frozen weights, with prefix sharing; LoRA and attention-score FLOPs are not counted (a lower
+bound). MFU divides it by a square matmul peak each worker measures on its device in the model's
+dtype (bf16 on CUDA: 8192³; float32 on CPU: 1024³).
 
 Same everything: the model comes from llm.model.load_model (GGUF: quantization marker removed),
 LoRA r=8, alpha=16, dropout 0 on q_proj, v_proj (our add_lora for ours; the same peft LoraConfig
@@ -66,7 +87,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("ours", "trl-precompute", "trl-per-step", "floor", "central", "fed", "paired-trl", "paired-fed")
+CONFIGS = ("ours", "trl-precompute", "trl-per-step", "floor", "central", "fed", "paired-trl", "paired-fed",
+           "seq", "batched", "onebatch", "clients")
+CLIENT_CONFIGS = ("seq", "batched", "onebatch")   # expanded to NAME-N for N in --client-counts
 PAIRED = ("paired-trl", "paired-fed")
 LORA = dict(r=8, alpha=16.0, dropout=0.0, targets=["q_proj", "v_proj"])
 BETA, MAX_LEN, MAX_PROMPT = 0.2, 64, 32
@@ -93,9 +116,13 @@ def _reset_peak() -> bool:
 
 # ----------------------------------------------------------------------------- data
 
-def _pool(tokenizer, n_pairs: int):
-    """The first n_pairs hh-rlhf pairs (file order) whose chosen and rejected rows both fill MAX_LEN."""
+def _pool(tokenizer, n_pairs: int, data: str = "hh-rlhf"):
+    """The first n_pairs hh-rlhf pairs (file order) whose chosen and rejected rows both fill MAX_LEN;
+    data "random": pair ids 0 .. n_pairs-1, tokenized by _tok as seeded random tokens."""
     from llm.data import load_pairs, tokenize_pairs
+
+    if data == "random":
+        return list(range(n_pairs))
 
     data_dir = Path(os.environ.get("DDPO_DATA_DIR", ROOT.parent / "shared" / "data"))
     pairs = load_pairs("hh-rlhf", data_dir)
@@ -112,8 +139,21 @@ def _pool(tokenizer, n_pairs: int):
 
 
 def _tok(pairs, tokenizer):
-    from llm.data import tokenize_pairs
+    from llm.data import TokenizedPairs, tokenize_pairs
 
+    if pairs and isinstance(pairs[0], int):   # random pairs: prompt MAX_PROMPT tokens, responses fill MAX_LEN
+        import torch
+
+        n, R = len(pairs), MAX_LEN - MAX_PROMPT
+        rows = []
+        for i in pairs:
+            g = torch.Generator().manual_seed(i)
+            prompt, c, r = (torch.randint(3, len(tokenizer), (k,), generator=g) for k in (MAX_PROMPT, R, R))
+            rows.append((torch.cat([prompt, c]), torch.cat([prompt, r])))
+        ids = torch.stack([c for c, _ in rows] + [r for _, r in rows])
+        resp = torch.zeros(2 * n, MAX_LEN, dtype=torch.bool)
+        resp[:, MAX_PROMPT:] = True
+        return TokenizedPairs(ids, torch.ones_like(ids), resp, n)
     return tokenize_pairs(pairs, tokenizer, MAX_LEN, MAX_PROMPT)
 
 
@@ -128,14 +168,76 @@ def _alg_cfg(name: str, b: int):
     return cfg
 
 
-def _oracle(model, tokenizer, train_sets, heldout_sets, device, lora: bool = True):
+def _oracle(model, tokenizer, train_sets, heldout_sets, device, lora: bool = True, eval_batch_size: int = 16,
+            **batching):
     from llm.model import add_lora
     from llm.oracle import LLMOracle
 
     if lora:
         model = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"], LORA["targets"], seed=0)
     return LLMOracle(model, [_tok(p, tokenizer) for p in train_sets], [_tok(p, tokenizer) for p in heldout_sets],
-                     BETA, "sigmoid", eval_batch_size=16, device=device)
+                     BETA, "sigmoid", eval_batch_size=eval_batch_size, device=device, **batching)
+
+
+def run_clients(model, tokenizer, pool, a, device, which: str, N: int):
+    """seq-N / batched-N / onebatch-N (module docstring): step k gives each client its own pairs
+    k·b .. k·b+b-1 (onebatch: the N·b pairs of that step, in one client), then AdamW on the stack."""
+    import torch
+
+    from theory_lab.optim import Optimizer
+
+    b, W, S = a.batch, a.warmup, a.steps
+    per = (W + S) * b
+    if which == "onebatch":
+        oracle = _oracle(model, tokenizer, [pool[:N * per]], [pool[-1:]], device, eval_batch_size=N * b,
+                         client_batching="off")
+        K = 1
+    else:
+        oracle = _oracle(model, tokenizer, [pool[i * per:(i + 1) * per] for i in range(N)], [pool[-1:]] * N, device,
+                         client_batching="on" if which == "batched" else "off", max_rows_per_forward=2 * N * b)
+        K = N
+    opt = Optimizer(_alg_cfg("feddpo", b), 1, K, oracle.dim, oracle.dtype, oracle.device)
+    X = oracle.init_params().to(oracle.device).unsqueeze(1).repeat(1, K, 1)
+    times = []
+    for k in range(W + S):
+        if which == "onebatch":
+            batch = torch.arange(k * N * b, (k + 1) * N * b).view(1, 1, N * b)
+        else:
+            batch = torch.arange(k * b, (k + 1) * b).view(1, 1, b).expand(1, N, b)
+        X = opt.step(X, oracle.local_step(X, None, batch), 1e-4)
+        _sync(device)
+        times.append(time.perf_counter())
+    return times[-1] - times[W - 1], S * N * b
+
+
+def _model_flops_per_pair(model) -> float:
+    """4·(body linear weights)·(prompt + 2 response tokens) + 4·(head)·(2 response tokens): see the docstring."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, base.base_model_prefix)
+    lin = sum(m.weight.numel() for name, m in body.named_modules()
+              if isinstance(m, torch.nn.Linear) and "lora_" not in name)
+    head = base.get_output_embeddings().weight.numel()
+    R = MAX_LEN - MAX_PROMPT
+    return 4.0 * lin * (MAX_PROMPT + 2 * R) + 4.0 * head * 2 * R
+
+
+def _matmul_peak(device, dtype) -> float:
+    """FLOP/s of a square matmul in dtype on device (bf16 8192³ on CUDA, 1024³ on CPU), best of a few."""
+    import torch
+
+    n, reps = (8192, 10) if str(device).startswith("cuda") else (1024, 3)
+    x = torch.randn(n, n, device=device).to(dtype)
+    y = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(reps + 2):
+        _sync(device)
+        t = time.perf_counter()
+        x @ y
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
 
 
 def _sync(device):
@@ -364,15 +466,24 @@ def run_paired_fed(model, tokenizer, pool, a, device) -> dict:
 def worker(a) -> dict:
     import torch
 
+    global MAX_LEN, MAX_PROMPT
+    MAX_LEN, MAX_PROMPT = a.max_length, a.max_prompt_length
     torch.set_num_threads(a.threads)
     from llm.model import load_model, resolve_device
 
     device = resolve_device(a.device)
+    if a.logits_path:
+        import llm.dpo
+
+        llm.dpo.PLAIN_HEAD = ()
     t0 = time.perf_counter()
     model, tokenizer = load_model(a.model, "auto", device)
     load_s = time.perf_counter() - t0
-    need = max((a.warmup + a.steps) * a.batch, a.clients * a.pairs_per_client + a.clients) + 1
-    pool = _pool(tokenizer, need)
+    flops_per_pair = _model_flops_per_pair(model)
+    peak = _matmul_peak(device, next(model.parameters()).dtype)
+    n_clients = int(a.worker.rsplit("-", 1)[1]) if a.worker.startswith(CLIENT_CONFIGS) else 0
+    need = max((a.warmup + a.steps) * a.batch * max(n_clients, 1), a.clients * a.pairs_per_client + a.clients) + 1
+    pool = _pool(tokenizer, need, a.data)
     rss_load = _status_kb("VmRSS")
     reset_ok = _reset_peak()
     if str(device).startswith("cuda"):
@@ -388,6 +499,8 @@ def worker(a) -> dict:
         elapsed, pairs = run_ours(model, tokenizer, pool, a, device)
     elif a.worker == "floor":
         elapsed, pairs = run_floor(model, tokenizer, pool, a, device)
+    elif n_clients:
+        elapsed, pairs = run_clients(model, tokenizer, pool, a, device, a.worker.rsplit("-", 1)[0], n_clients)
     elif a.worker.startswith("trl"):
         elapsed, pairs = run_trl(model, tokenizer, pool, a, device, precompute=a.worker == "trl-precompute")
     else:
@@ -405,6 +518,8 @@ def worker(a) -> dict:
         "rss_after_load_mb": rss_load / 1024,
         "peak_rss_mb": _status_kb("VmHWM") / 1024 if reset_ok else None,   # since the reset: setup + training
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,   # process lifetime
+        "tflops": pairs * flops_per_pair / elapsed / 1e12, "matmul_peak_tflops": peak / 1e12,
+        "mfu": pairs * flops_per_pair / elapsed / peak, "flops_per_pair": flops_per_pair,
     }
     if str(device).startswith("cuda"):
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -414,10 +529,13 @@ def worker(a) -> dict:
 # ----------------------------------------------------------------------------- parent
 
 def _run_worker(config: str, a) -> dict:
+    batch = a.trl_batch if "trl" in config and a.trl_batch else a.batch
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--model", a.model,
-           "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch),
+           "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(batch),
            "--clients", str(a.clients), "--pairs-per-client", str(a.pairs_per_client),
-           "--threads", str(a.threads), "--device", a.device]
+           "--threads", str(a.threads), "--device", a.device, "--data", a.data,
+           "--max-length", str(a.max_length), "--max-prompt-length", str(a.max_prompt_length),
+           *(["--logits-path"] if a.logits_path else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TQDM_DISABLE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -442,14 +560,19 @@ def summarize(runs: list[list[dict]], a) -> tuple[str, dict]:
     by = {c: [rep[c] for rep in runs if c in rep] for c in a.configs}
     by = {c: rs for c, rs in by.items() if len(rs) == len(runs)}
     paired = {c: by.pop(c) for c in PAIRED if c in by}
-    med = {c: {k: _median([r[k] for r in rs]) for k in ("pairs_per_s", "tokens_per_s", "ms_per_pair",
-                                                           "peak_rss_mb", "maxrss_mb", "rss_after_load_mb")}
+    med = {c: {k: _median([r.get(k) for r in rs]) for k in ("pairs_per_s", "tokens_per_s", "ms_per_pair",
+                                                               "peak_rss_mb", "maxrss_mb", "rss_after_load_mb",
+                                                               "tflops", "mfu", "cuda_peak_mb", "matmul_peak_tflops")}
            for c, rs in by.items() if rs}
-    lines = ["| configuration | pairs/s | tokens/s | ms/pair | peak RSS, setup+training (MB) | process max RSS (MB) | RSS after load (MB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | pairs/s | tokens/s | ms/pair | TFLOP/s | MFU | peak RSS, setup+training (MB) | "
+             "process max RSS (MB) | RSS after load (MB) | CUDA peak (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c, m in med.items():
         lines.append(f"| {c} | {m['pairs_per_s']:.3g} | {m['tokens_per_s']:.4g} | {m['ms_per_pair']:.4g} | "
-                     f"{m['peak_rss_mb']:.0f} | {m['maxrss_mb']:.0f} | {m['rss_after_load_mb']:.0f} |")
+                     f"{m['tflops']:.3g} | {100 * m['mfu']:.2g}% | {m['peak_rss_mb']:.0f} | {m['maxrss_mb']:.0f} | "
+                     f"{m['rss_after_load_mb']:.0f} | {m['cuda_peak_mb']:.0f} |")
+    peaks = [m["matmul_peak_tflops"] for m in med.values()]
+    lines.append(f"\nmatmul peak measured by the workers (model dtype): median {_median(peaks):.3g} TFLOP/s")
     ratios = {}
 
     spread = {}
@@ -482,6 +605,14 @@ def summarize(runs: list[list[dict]], a) -> tuple[str, dict]:
     if "floor" in by and "ours" in by:
         row("ours ÷ floor, throughput", lambda rep: rep["ours"]["pairs_per_s"] / rep["floor"]["pairs_per_s"],
             times, "—", "ours_over_floor")
+    for c in by:
+        if c.startswith("batched-"):
+            n = c.split("-")[1]
+            for other, label in ((f"seq-{n}", "sequential clients"), (f"onebatch-{n}", "one batch (floor)")):
+                if other in by:
+                    row(f"batched ÷ {label}, N = {n}, throughput",
+                        lambda rep, c=c, o=other: rep[c]["pairs_per_s"] / rep[o]["pairs_per_s"], times,
+                        "≥ 0.75× (floor)" if "onebatch" in other else "—", f"{c}_over_{other}")
     if "fed" in by and "central" in by:
         row(f"fed ({a.clients} clients) ÷ central, time per pair − 1",
             lambda rep: rep["fed"]["ms_per_pair"] / rep["central"]["ms_per_pair"] - 1, pct, "≤ +5%", "fed_overhead")
@@ -503,8 +634,18 @@ def summarize(runs: list[list[dict]], a) -> tuple[str, dict]:
 
 
 def main(argv=None) -> None:
+    global MAX_LEN
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
+    p.add_argument("--model", default="tiny",
+                   choices=["tiny", "smollm2", "arch:smollm2-135m", "arch:smollm2-360m", "arch:smollm2-1.7b"])
+    p.add_argument("--data", default="auto", choices=["auto", "hh-rlhf", "random"],
+                   help="auto: random token pairs for arch: models, hh-rlhf otherwise")
+    p.add_argument("--max-length", type=int, default=MAX_LEN)
+    p.add_argument("--max-prompt-length", type=int, default=MAX_PROMPT)
+    p.add_argument("--client-counts", default="1,8,32", help="N for the seq-N, batched-N, onebatch-N configurations")
+    p.add_argument("--trl-batch", type=int, default=None, help="pairs per step of the TRL configurations (default --batch)")
+    p.add_argument("--logits-path", action="store_true",
+                   help="log-probs from full-vocabulary logits (llm.dpo.PLAIN_HEAD emptied): the memory before the chunked head")
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (FedDPO: ceil(steps/clients) rounds)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
@@ -523,6 +664,9 @@ def main(argv=None) -> None:
         a.configs, a.clients = saved["args"]["configs"], saved["args"]["clients"]
         print(saved["header"] + "\n\n" + summarize(saved["runs"], a)[0])
         return
+    if a.data == "auto":
+        a.data = "random" if a.model.startswith("arch:") else "hh-rlhf"
+    MAX_LEN = a.max_length   # the header's and the tokens/s count's length
     if a.worker:
         print("RESULT " + json.dumps(worker(a)), flush=True)
         return
@@ -530,6 +674,12 @@ def main(argv=None) -> None:
     unknown = set(a.configs) - set(CONFIGS)
     if unknown:
         p.error(f"unknown configs {sorted(unknown)}")
+    counts = [int(n) for n in a.client_counts.split(",")]
+    expanded = []
+    for c in a.configs:   # "clients" = seq, batched, onebatch; each of those = one worker per N
+        names = CLIENT_CONFIGS if c == "clients" else (c,)
+        expanded += [f"{n}-{k}" for k in counts for n in names] if c in ("clients", *CLIENT_CONFIGS) else [c]
+    a.configs = list(dict.fromkeys(expanded))
     import importlib.util
     if not all(importlib.util.find_spec(m) for m in ("trl", "datasets")):
         dropped = [c for c in a.configs if "trl" in c]
