@@ -38,12 +38,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from theory_lab.communicator import InProcessCommunicator  # noqa: E402
+from theory_lab.distributed import TorchCommunicator, init_from_env
+from theory_lab.topology import TopologyConfig, make_topology  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from theory_lab.communicator import InProcessCommunicator  # noqa: E402
-from theory_lab.topology import TopologyConfig, make_topology  # noqa: E402
 
 
 def ring(n: int) -> torch.Tensor:
@@ -83,10 +86,6 @@ def in_process(n: int, dims: list[int], repeats: int) -> list[dict]:
 
 def worker(n: int, dims: list[int], repeats: int, out: str) -> None:
     """One rank under torchrun: time both primitives and count the bytes handed to gloo."""
-    import torch.distributed as dist
-
-    from theory_lab.distributed import TorchCommunicator, init_from_env
-
     init_from_env(60.0)
     comm, W, world = TorchCommunicator(n, 60.0), ring(n), dist.get_world_size()
 

@@ -250,7 +250,7 @@ def _load_hf(spec: str) -> list[PreferencePair]:
     if importlib.util.find_spec("datasets") is None:
         raise DataError(f"{spec}: Hugging Face data sets need the `datasets` package (pip install datasets) "
                         "and a network connection; offline, use a built-in data set or jsonl:PATH")
-    import datasets
+    import datasets   # lazy: an optional dependency, needed only for Hugging Face data sets
 
     name, split = spec[3:], "train"
     if name.count(":") == 1:

@@ -32,7 +32,7 @@ def check(cfg) -> None:
 
 
 def sweep_context():
-    from llm.model import reuse_loaded_models
+    from llm.model import reuse_loaded_models   # lazy: transformers loads only when a sweep runs the llm track
 
     return reuse_loaded_models()
 

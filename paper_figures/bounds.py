@@ -17,6 +17,9 @@ import pandas as pd
 from paper_figures import style
 from paper_figures.experiments import Lab
 from theory_lab import bounds as B
+from theory_lab.claims.bound_claims import BOUND, spectral_gap, variant_config, weighted_running_mean
+from theory_lab.config import build_config
+from theory_lab.runner import make_oracle
 
 NAME = "bounds"
 
@@ -28,10 +31,6 @@ def _label(name, E, S, topo, n) -> str:
 
 
 def prepare(lab: Lab) -> pd.DataFrame:
-    from theory_lab.claims.bound_claims import BOUND, spectral_gap, variant_config, weighted_running_mean
-    from theory_lab.config import build_config
-    from theory_lab.runner import make_oracle
-
     rounds = lab.pick(400, 100, 15)
     frames = []
     for name, E, S, topo in BOUND["variants"]:

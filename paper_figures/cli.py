@@ -11,6 +11,7 @@ by config hash under DIR/cache, so a second call only redraws).
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import shutil
@@ -18,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from theory_lab.errors import ConfigError
+import torch
+
+from paper_figures.experiments import Lab, describe_llm_sizes
+from theory_lab.errors import ConfigError, LabError
 
 # one module per figure, in drawing order; the dashboard reuses the family figures' runs
 FIGURES = ("comparative", "local_steps", "participation", "topology", "staleness", "dashboard",
@@ -58,10 +62,6 @@ def main(out: str, quick: bool = False, only: list[str] | None = None, *, report
     configs/fedpdpo/*.toml for the FedPDPO figure (added even without llm; skipped without dirs).
     The LLM runs use the process's torch threads (OMP_NUM_THREADS), the synthetic ones one.
     """
-    import torch
-
-    from paper_figures.experiments import Lab, describe_llm_sizes
-
     names = _modules(only, llm, fedpdpo)
     out_dir = Path(out)
     for d in fedpdpo:
@@ -142,10 +142,6 @@ def add_parser(subparsers):
 
 def run(argv: list[str] | None = None) -> int:
     """`python -m paper_figures ...`: the same command without theory_lab.cli."""
-    import argparse
-
-    from theory_lab.errors import LabError
-
     parser = argparse.ArgumentParser(prog="python -m paper_figures")
     sub = parser.add_subparsers(dest="command")
     add_parser(sub)

@@ -16,6 +16,7 @@ from analysis import loglog_slope
 from paper_figures import common, style
 from paper_figures.common import NAMES, fmt_ci, seed_floors
 from paper_figures.experiments import Lab, zeta2_column
+from theory_lab.claims import decentralized, federated
 
 NAME = "corrections"
 TAIL = 0.6
@@ -25,8 +26,6 @@ PANELS = [("feddpo", "scaffold", "subopt", r"floor of $f(\bar\theta)-f^\star$"),
 
 
 def prepare(lab: Lab) -> pd.DataFrame:
-    from theory_lab.claims import decentralized, federated
-
     hets = lab.pick([0.5, 1.0, 2.0, 4.0, 8.0], [1.0, 2.0, 4.0, 8.0], [1.0, 8.0])
     frames = []
     for name in ("feddpo", "scaffold"):

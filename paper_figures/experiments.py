@@ -27,8 +27,9 @@ from typing import Callable
 
 import pandas as pd
 
-from theory_lab.config import read_toml
+from theory_lab.config import apply_override, build_config, read_toml, to_dict
 from theory_lab.results import atomic_write, atomic_write_text, jsonable
+from theory_lab.sweep import grid_points, run_sweep
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "synthetic"
 LLM_CONFIG_DIR = CONFIG_DIR.parent / "llm"
@@ -116,8 +117,6 @@ class Lab:
 
     def llm_sized(self, data: dict) -> dict:
         """A copy of an LLM config run with `llm_model` at the reduced sizes (LLM_SIZES)."""
-        from theory_lab.config import apply_override
-
         data = copy.deepcopy(data)
         apply_override(data, ["llm", "model"], self.llm_model)
         for key, value in LLM_SIZES["tiny" if self.llm_model == "tiny" else "smollm2"].items():
@@ -130,9 +129,6 @@ class Lab:
         once. run_id numbers the points in grid order; on the LLM track the manifest's
         reference_pref_acc (the reference model's own held-out accuracy) and the data sizes
         become columns."""
-        from theory_lab.config import apply_override, build_config, to_dict
-        from theory_lab.sweep import grid_points
-
         base = {k: v for k, v in data.items() if k != "sweep"}
         tables = []
         for i, point in enumerate(grid_points(data)):
@@ -162,8 +158,6 @@ class Lab:
             self.hits += 1
             out = pd.read_csv(csv), json.loads(meta.read_text())
         else:
-            from theory_lab.sweep import run_sweep
-
             self.runs += 1
             res = run_sweep(data, progress=False)
             manifest = {**res.manifest, "figure_config": data, "config_hash": key}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from paper_figures import style
 from paper_figures.experiments import Lab
@@ -152,9 +154,6 @@ def panel(ax, table: pd.DataFrame, labels: bool = True) -> None:
 
 
 def legend(fig_or_ax, **kw) -> None:
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     handles = [Patch(facecolor="0.35", edgecolor="0.1", label="FedPDPO and ablations: client mean"),
                Patch(facecolor="0.78", edgecolor="0.1", label="baselines: client mean"),
                Line2D([], [], marker="o", ms=2.5, mfc="white", mec="0.0", ls="none", label="each client"),

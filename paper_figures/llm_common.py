@@ -11,9 +11,11 @@ on every accuracy axis, with chance (0.5)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from paper_figures import style
 from paper_figures.experiments import Lab, llm_config
@@ -25,8 +27,6 @@ ACC = "held-out preference acc."
 @contextlib.contextmanager
 def _quiet_transformers():
     """No GGUF conversion / weight-loading progress bars in the figures log."""
-    import functools
-
     try:
         import transformers.modeling_gguf_pytorch_utils as gguf
         from transformers.utils import logging as hf_logging
@@ -48,7 +48,7 @@ def _quiet_transformers():
 def family(lab: Lab, name: str, grid: dict | None = None) -> pd.DataFrame:
     """configs/llm/<name>.toml at the reduced sizes, its [sweep.grid] replaced by `grid` when given,
     run point by point (Lab.points: points shared with another family run once)."""
-    from llm.model import reuse_loaded_models
+    from llm.model import reuse_loaded_models   # lazy: the FedPDPO figure uses this module without transformers
 
     data = lab.llm_sized(llm_config(name))
     if grid is not None:
@@ -108,8 +108,6 @@ def curves(ax, table: pd.DataFrame, y: str, by: str, labels: dict | None = None,
 
 def reference_handles(table: pd.DataFrame, clients: bool = True) -> list:
     """Legend entries of the lines reference_lines draws (and of the grey client points)."""
-    from matplotlib.lines import Line2D
-
     out = [Line2D([], [], ls="none", marker="o", ms=2.2, color="0.7", label="each client (final)")] if clients else []
     if "reference_pref_acc" in table and table["reference_pref_acc"].notna().any():
         ref = float(table["reference_pref_acc"].dropna().mean())

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from paper_figures import style
 from paper_figures.experiments import CONFIG_DIR, Lab
+from theory_lab.config import build_config, read_toml
+from theory_lab.estimate import client_grads, heterogeneity, minibatch_variance
+from theory_lab.runner import make_oracle
 
 NAME = "llm_conflict"
 KNOBS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -27,12 +31,6 @@ BATCH, DRAWS = 4, 4
 
 def measure(data: dict) -> dict:
     """ζ̃² and σ̃² at θ0 of one config (exact client gradients; σ̃² over DRAWS minibatches)."""
-    import torch
-
-    from theory_lab.config import build_config
-    from theory_lab.estimate import client_grads, heterogeneity, minibatch_variance
-    from theory_lab.runner import make_oracle
-
     oracle = make_oracle(build_config(data))
     theta = oracle.init_params()
     G = client_grads(oracle, theta)                 # the exact gradients, shared by both estimates
@@ -42,9 +40,7 @@ def measure(data: dict) -> dict:
 
 
 def prepare(lab: Lab) -> pd.DataFrame:
-    from llm.model import reuse_loaded_models
-
-    from theory_lab.config import read_toml
+    from llm.model import reuse_loaded_models   # lazy: transformers loads only when this figure is drawn
 
     base = read_toml(CONFIG_DIR.parent / "conflict" / "imdb_4clients.toml")
     base.pop("sweep")

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import fit_terms
+from analysis import fit_terms, loglog_slope
 from paper_figures import common, style
-from analysis import loglog_slope
 from paper_figures.common import fmt_ci, seed_floors
 from paper_figures.experiments import Lab, paper_config
+from theory_lab.claims.federated import base
 
 NAME = "local_steps"
 PAPER_E = (1, 3, 6)
@@ -31,8 +31,6 @@ def prepare(lab: Lab) -> pd.DataFrame:
     data["sweep"]["grid"]["algorithm.local_steps"] = lab.pick([1, 2, 3, 4, 6, 8], [1, 2, 3, 4, 6], [1, 2, 3])
     data["run"]["log_every"] = 1
     paper, _ = lab.sweep(data)
-    from theory_lab.claims.federated import base
-
     rounds = lab.pick(300, 150, 20)
     drift = base(rounds)
     drift["run"]["seeds"] = [0, 1, 2]

@@ -18,6 +18,10 @@ import pandas as pd
 
 from paper_figures import style
 from paper_figures.experiments import Lab
+from theory_lab.claims import REGISTRY
+from theory_lab.claims.federated import base
+from theory_lab.claims.lora import LORA, one_round
+from theory_lab.factorised import RULES
 
 NAME = "lora_aggregation"
 E = 4
@@ -28,11 +32,6 @@ ORDER = {False: "η³", True: "η²"}
 
 
 def prepare(lab: Lab) -> pd.DataFrame:
-    from theory_lab.claims import REGISTRY
-    from theory_lab.claims.federated import base
-    from theory_lab.claims.lora import LORA, one_round
-    from theory_lab.factorised import RULES
-
     claim = REGISTRY["lora-agg-init"]
     rows = []
     for generic in (False, True):

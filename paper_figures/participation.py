@@ -18,6 +18,7 @@ from analysis import linear_fit
 from paper_figures import common, style
 from paper_figures.common import fmt_ci, seed_floors
 from paper_figures.experiments import Lab, paper_config
+from theory_lab.claims.federated import base
 
 NAME = "participation"
 PAPER_S = (1, 3, 5)
@@ -29,8 +30,6 @@ def prepare(lab: Lab) -> pd.DataFrame:
     data["sweep"]["grid"]["algorithm.participation"] = lab.pick([1, 2, 3, 4, 5], [1, 2, 3, 5], [1, 3, 5])
     data["run"]["log_every"] = 1
     paper, _ = lab.sweep(data)
-    from theory_lab.claims.federated import base
-
     N = 16
     exact = base(lab.pick(1000, 400, 30), lr=1.0)
     exact["problem"]["n_clients"] = N

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from analysis import loglog_slope
 from paper_figures import common, style
 from paper_figures.common import fmt_ci
 from paper_figures.experiments import Lab
 from theory_lab import bounds as B
+from theory_lab.algorithms import make_algorithm
+from theory_lab.claims.federated import base
+from theory_lab.communicator import InProcessCommunicator
+from theory_lab.config import build_config
+from theory_lab.runner import make_oracle
 
 NAME = "smoothness"
 BETA, BOUND = 2.0, 1.0
@@ -24,13 +30,6 @@ BETA, BOUND = 2.0, 1.0
 
 def eig_along_run(cfg: dict, rounds: int) -> list[list[float]]:
     """[round][seed]: λmax of the global Hessian at the averaged model after each round."""
-    import torch
-
-    from theory_lab.algorithms import make_algorithm
-    from theory_lab.communicator import InProcessCommunicator
-    from theory_lab.config import build_config
-    from theory_lab.runner import make_oracle
-
     config = build_config(cfg)
     oracle = make_oracle(config)
     alg = make_algorithm(config.algorithm, oracle, InProcessCommunicator(),
@@ -43,8 +42,6 @@ def eig_along_run(cfg: dict, rounds: int) -> list[list[float]]:
 
 
 def prepare(lab: Lab) -> pd.DataFrame:
-    from theory_lab.claims.federated import base
-
     Hs = lab.pick([8, 12, 16, 24, 32], [8, 16, 32], [2, 4])   # the claim's long horizons
     rounds = lab.pick(100, 30, 5)
     frames = []

@@ -9,6 +9,7 @@ only), and `save` writing PDF + PNG (8-bit greyscale) atomically.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,9 @@ if "matplotlib.pyplot" not in sys.modules:  # headless; later use() would close 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
+from PIL import Image  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from theory_lab.results import atomic_write  # noqa: E402
@@ -98,10 +102,6 @@ def single(out_dir: str | Path, name: str, panel, height: float = 2.6) -> list[P
 
 def _grey_png(fig, path) -> None:
     """The PNG as 8-bit greyscale: what a greyscale print shows, and a third of the RGB size."""
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=PNG_DPI)
     buf.seek(0)
@@ -215,8 +215,6 @@ def panel_label(ax, label: str, title: str = "") -> None:
 def legend_below(ax, ncols: int = 1, gap: float = 27.0, **kw):
     """A legend `gap` points under the axes (below the tick labels and x label, out of the data's
     way); constrained layout makes room for it."""
-    from matplotlib.transforms import offset_copy
-
     where = offset_copy(ax.transAxes, fig=ax.figure, y=-gap, units="points")
     return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=where, ncols=ncols,
                      borderaxespad=0, **kw)
@@ -224,8 +222,6 @@ def legend_below(ax, ncols: int = 1, gap: float = 27.0, **kw):
 
 def log_ticks(ax, values, axis: str = "x", fmt: str = "{:g}") -> None:
     """Label a log axis at the given values only (no crowded minor labels)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
     a = ax.xaxis if axis == "x" else ax.yaxis
     values = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
     a.set_major_locator(FixedLocator(values))

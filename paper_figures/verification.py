@@ -18,6 +18,7 @@ import numpy as np
 
 from paper_figures import style
 from paper_figures.experiments import Lab, config_hash
+from theory_lab import verify as checks
 
 NAME = "verification"
 # predicted exponents, where the report row has no numeric `predicted_value`
@@ -40,10 +41,8 @@ VERDICT = {"confirmed": dict(marker="o", mfc="0.0", mec="0.0"),
 def prepare(lab: Lab) -> dict:
     if lab.report is not None:
         return json.loads(Path(lab.report).read_text())
-    from theory_lab.verify import select, verify
-
     # the synthetic claims only: the LLM ones are opt-in (`theory-lab verify --track llm`, minutes each)
-    ids = select(None, "synthetic") if lab.size != "tiny" else ["full-participation", "noise-floor"]
+    ids = checks.select(None, "synthetic") if lab.size != "tiny" else ["full-participation", "noise-floor"]
     out = lab.cache_dir / f"verify-{config_hash({'ids': ids, 'quick': True, 'seeds': 3})[:16]}"
     report = out / "report.json"
     if report.is_file():
@@ -51,7 +50,7 @@ def prepare(lab: Lab) -> dict:
     else:
         lab.runs += 1
         progress = (lambda line: lab.log(f"  {line}")) if lab.log else None
-        verify(ids, quick=True, seeds=3, out=out, progress=progress)
+        checks.verify(ids, quick=True, seeds=3, out=out, progress=progress)
     return json.loads(report.read_text())
 
 

@@ -3,20 +3,17 @@ the log-linear oracle (or its factorised form, problem.lora_rank > 0) and its ta
 
 from __future__ import annotations
 
-from synthetic.problem import ProblemConfig
+from synthetic.factorised import FactorisedOracle
+from synthetic.oracle import SyntheticOracle
+from synthetic.problem import ProblemConfig, build_problem
 from theory_lab.errors import ConfigError
 from theory_lab.tracks import Track, register
 
 
 def build_oracle(cfg):
-    from synthetic.oracle import SyntheticOracle
-    from synthetic.problem import build_problem
-
     p = cfg.problem
     oracle = SyntheticOracle(build_problem(p, cfg.run.seeds), init=p.init)
     if p.lora_rank:
-        from synthetic.factorised import FactorisedOracle
-
         return FactorisedOracle(oracle, p.lora_rows, p.lora_rank, seed=p.seed)
     return oracle
 

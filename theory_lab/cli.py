@@ -5,17 +5,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+from pathlib import Path
 
-from theory_lab.errors import LabError
+import torch
+import torch.distributed as dist
+
+from paper_figures.cli import add_parser as add_figures_parser
+from theory_lab.claims import REGISTRY
+from theory_lab.config import (apply_override, build_config, describe_algorithms, from_dict, import_plugins,
+                               load_config, parse_override, read_toml)
+from theory_lab.distributed import init_from_env, rank_name
+from theory_lab.errors import ConfigError, LabError
+from theory_lab.predict import add_parsers as add_predict_parsers
+from theory_lab.predict import compare
+from theory_lab.results import prepare_out_dir, remove_stale, write_results
+from theory_lab.runner import run
+from theory_lab.sweep import run_sweep, saved_sweep
+from theory_lab.topology import TopologyConfig, describe, draw, make_topology
+from theory_lab.verify import select, verify
+from theory_lab.verify import table as report_table
 
 
 def _cmd_topology(args) -> None:
-    from theory_lab.config import apply_override, from_dict, parse_override
-    from theory_lab.errors import ConfigError
-    from theory_lab.topology import TopologyConfig, describe, draw, make_topology
-
     if args.n < 1:
         raise ConfigError("--n", f"must be an integer >= 1 (nodes), got {args.n}")
     data = {"name": args.name, "mixing": args.mixing}
@@ -40,15 +54,6 @@ def _cmd_topology(args) -> None:
 
 
 def _cmd_run(args) -> int:
-    import json
-    from pathlib import Path
-
-    from theory_lab.config import build_config, load_config, read_toml
-    from theory_lab.errors import ConfigError
-    from theory_lab.results import prepare_out_dir, remove_stale, write_results
-    from theory_lab.runner import run
-    from theory_lab.sweep import run_sweep, saved_sweep
-
     progress = False if args.quiet else None
     if not args.out and not args.resume:
         raise ConfigError("--out", "give an output directory (or --resume DIR)")
@@ -69,8 +74,6 @@ def _cmd_run(args) -> int:
     else:
         ckpt = out / "checkpoint"
         if args.backend == "torch":  # every rank checkpoints its own clients
-            from theory_lab.distributed import rank_name
-
             ckpt = ckpt / rank_name()
         missing = ConfigError("--resume", f"{ckpt}: no checkpoint to resume (a run checkpoints only with "
                               "run.checkpoint_every > 0" + (", and resumes with the same number of processes)"
@@ -133,12 +136,6 @@ class _resume_hint:
 def _run_distributed(cfg, args, out, ckpt, progress) -> int:
     """One rank of `torchrun ... -m theory_lab synthetic|llm --backend torch`: rank 0 writes the
     results; every rank writes its own checkpoint (`ckpt`)."""
-    import torch.distributed as dist
-
-    from theory_lab.distributed import init_from_env
-    from theory_lab.results import remove_stale, write_results
-    from theory_lab.runner import run
-
     init_from_env(args.timeout)
     try:
         result = run(cfg, progress=progress, backend="torch", timeout_s=args.timeout,
@@ -156,22 +153,12 @@ def _run_distributed(cfg, args, out, ckpt, progress) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from pathlib import Path
-
-    from theory_lab.claims import REGISTRY
-    from theory_lab.verify import select, table, verify
-
     if args.results:  # a finished run against its prediction (theory_lab.predict.compare)
-        from theory_lab.predict import compare
-
         df = compare(args.results)
         cols = ["run_id", "algorithm", "floor_observed", "floor_predicted", "floor_ratio",
                 "rounds_observed", "rounds_predicted", "rounds_ratio"]
         print(df[[c for c in cols if c in df]].to_string(index=False))
         return 0
-
-    from theory_lab.errors import ConfigError
-    from theory_lab.results import prepare_out_dir
 
     if args.seeds < 1:
         raise ConfigError("--seeds", f"must be >= 1 (replicas per run), got {args.seeds}")
@@ -186,7 +173,7 @@ def _cmd_verify(args) -> int:
     for old in (out / "figures").glob("*.png"):   # --overwrite: an earlier report's figures do not stay
         if old.name not in drawn:
             old.unlink()
-    print("\n" + table(rows))
+    print("\n" + report_table(rows))
     print(f"\nreport: {out / 'report.md'}\njson: {out / 'report.json'}")
     broken = [r["claim"] for r in rows if r["verdict"] == "refuted" and r["should_hold"]]
     if args.strict and broken:
@@ -204,8 +191,6 @@ def _threads_for(track: str) -> None:
     for the LLM track; OMP_NUM_THREADS, when set, decides instead."""
     if "OMP_NUM_THREADS" in os.environ:
         return
-    import torch
-
     if not _TORCH_THREADS:
         _TORCH_THREADS.append(torch.get_num_threads())
     torch.set_num_threads(1 if track == "synthetic" else _TORCH_THREADS[0])
@@ -226,8 +211,6 @@ def _summary(table) -> None:
 
 
 def _cmd_algorithms(args) -> int:
-    from theory_lab.config import describe_algorithms, import_plugins
-
     import_plugins(args.plugins)
     print(describe_algorithms())
     return 0
@@ -285,9 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 1 when a claim that should hold in its regime is refuted")
     ver.set_defaults(func=_cmd_verify)
 
-    from paper_figures.cli import add_parser as add_figures_parser
-    from theory_lab.predict import add_parsers as add_predict_parsers
-
     add_figures_parser(sub)
     add_predict_parsers(sub)
     return parser
@@ -296,8 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if os.environ.get("RANK", "0") != "0":   # under torchrun, notes and warnings once (rank 0), errors from all
-        import logging
-
         logging.getLogger().setLevel(logging.ERROR)
     if args.command != "llm":
         _threads_for("synthetic")   # sweep and verify switch back when they meet LLM work

@@ -40,12 +40,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis import TAIL
+from analysis import TAIL, floors_by
 from theory_lab import bounds
 from theory_lab.config import ExperimentConfig, build_config, read_toml, to_dict, toml_value
 from theory_lab.errors import ConfigError, LabError
 from theory_lab.estimate import (NAMES, Estimates, HessianOps, comparison, estimate_constants,
                                  exact_values, largest_eig)
+from theory_lab.results import atomic_write_text, read_results
+from theory_lab.runner import make_oracle
+from theory_lab.sweep import grid_points
+from theory_lab.topology import make_topology
 
 DECAY_POWER = 2  # e(R) - floor ∝ rho^(DECAY_POWER R): suboptimality is quadratic in the distance
 
@@ -343,8 +347,6 @@ def _problem_key(cfg: ExperimentConfig) -> str:
 
 
 def _oracle(cfg: ExperimentConfig):
-    from theory_lab.runner import make_oracle
-
     return make_oracle(cfg)
 
 
@@ -355,9 +357,6 @@ def predict(data: dict, overrides: list[str] = (), candidates: list[dict] | None
     config's [sweep] points, or the config itself). One row per candidate, values averaged over
     replicas (rounds: inf if any replica cannot reach eps). eps defaults to
     max(1e-2 * mean F0, 2 * the largest finite predicted floor)."""
-    from theory_lab.sweep import grid_points
-    from theory_lab.topology import make_topology
-
     if eps is not None and not eps > 0:
         raise ConfigError("--eps", f"must be > 0, got {eps}")
     if candidates is None:
@@ -444,10 +443,6 @@ def compare(results_dir, eps: float | None = None, tail: float = TAIL, source: s
     observed rounds to eps (first logged round where the seed-mean subopt <= eps) vs predicted,
     with their ratios (observed / predicted). eps defaults, per run, to
     max(1e-2 F0, 2 max(observed floor, predicted floor))."""
-    from analysis import floors_by
-    from theory_lab.results import read_results
-    from theory_lab.topology import make_topology
-
     with warnings.catch_warnings():  # sweep point columns may mix types (e.g. two `name`s)
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)
         table, manifest = read_results(results_dir)
@@ -497,8 +492,6 @@ def _fmt(v) -> str:
 
 
 def _write(path, payload: dict) -> None:
-    from theory_lab.results import atomic_write_text
-
     atomic_write_text(path, json.dumps(payload, indent=2, default=_plain) + "\n")
 
 
@@ -524,8 +517,6 @@ def _estimate_kw(args) -> dict:
 
 
 def cmd_constants(args) -> int:
-    from theory_lab.runner import make_oracle
-
     cfg = build_config(read_toml(args.config), args.set)
     oracle = make_oracle(cfg)
     b = args.batch_size if args.batch_size is not None else (cfg.algorithm.batch_size or 8)

@@ -16,7 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy
 import pandas as pd
+import scipy
+import torch
 
 from theory_lab.errors import LabError
 
@@ -107,10 +110,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def provenance() -> dict:
     """Package versions and git revision, for the manifest."""
-    import numpy
-    import scipy
-    import torch
-
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent).stdout.strip() or None

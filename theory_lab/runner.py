@@ -16,6 +16,7 @@ from theory_lab import checkpoint, tracks
 from theory_lab.algorithms import make_algorithm
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import ExperimentConfig, to_dict
+from theory_lab.distributed import ShardedOracle, TorchCommunicator
 from theory_lab.errors import DivergenceError
 from theory_lab.progress import Progress
 from theory_lab.results import METRICS, provenance
@@ -61,8 +62,6 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
     oracle = make_oracle(cfg)
     comm = InProcessCommunicator()
     if backend == "torch":
-        from theory_lab.distributed import ShardedOracle, TorchCommunicator
-
         comm = TorchCommunicator(oracle.n_clients, timeout_s)
         oracle = ShardedOracle(oracle, comm.owned)
         progress = progress if comm.rank == 0 else False

@@ -48,6 +48,7 @@ from typing import Callable
 import numpy as np
 
 from analysis import TAIL, FitResult, RatioFit, Verdict, decide, floors_by, judge_ratio, ratio_fit
+from theory_lab.results import atomic_write
 from theory_lab.runner import RunResult
 from theory_lab.sweep import run_sweep
 
@@ -218,7 +219,7 @@ class Context:
         """A (fig, axes) pair to draw the claim's diagnostic on, or None when figures are off."""
         if self.figure_dir is None:
             return None
-        import matplotlib
+        import matplotlib   # lazy: the backend must be chosen before pyplot loads, and only when figures are on
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -228,9 +229,7 @@ class Context:
     def save(self, claim_id: str, fig) -> str | None:
         if fig is None or self.figure_dir is None:
             return None
-        import matplotlib.pyplot as plt
-
-        from theory_lab.results import atomic_write
+        import matplotlib.pyplot as plt   # lazy: see figure()
 
         path = Path(self.figure_dir) / f"{claim_id}.png"
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))

@@ -13,13 +13,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.ticker import FixedLocator, NullFormatter   # ticker only: no pyplot, no backend chosen
 
 from analysis import judge_exponent, judge_ordering, judge_ratio, loglog_slope, ratio_fit
 from analysis.verdict import Verdict
+from theory_lab import predict
 from theory_lab.bounds import consensus_heterogeneity, consensus_noise, spectral_consensus
 from theory_lab.claims.base import (PROBLEM, Claim, Context, Control, Outcome, Small, ci_text, claim, combine,
                                     constant_per_seed, floors, within_seed)
 from theory_lab.claims.federated import slope_claim
+from theory_lab.config import build_config
+from theory_lab.runner import make_oracle
 from theory_lab.topology import TopologyConfig, make_topology
 
 ORDER = ["complete", "exponential", "torus", "ring", "path"]
@@ -73,8 +77,6 @@ def which_form(fit, forms: dict[str, float], tol: float) -> str:
 def _quiet_minor_ticks(ax, xticks=None) -> None:
     """Log axes spanning about one decade label every minor tick and the labels overlap: label the
     major ticks only, or the given x values."""
-    from matplotlib.ticker import FixedLocator, NullFormatter
-
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     if xticks is not None:
@@ -376,9 +378,6 @@ def lazy_match(W: np.ndarray, rho: float) -> np.ndarray:
 
 def client_grads(cfg: dict, seeds: list[int]) -> np.ndarray:
     """[S, N, d]: client gradients at θ*, scaled by N w_i as DecDPO scales them."""
-    from theory_lab.config import build_config
-    from theory_lab.runner import make_oracle
-
     data = {**cfg, "run": {**cfg["run"], "seeds": list(seeds)}}
     oracle = make_oracle(build_config(data))
     ts = oracle.constants.theta_star
@@ -516,8 +515,6 @@ BIAS = {"n": 8, "etas": (0.0125, 0.025, 0.05), "lr": 0.025, "per_mu": 4.0, "repl
        params=BIAS, predicted="slope 2 in η; value η²/2 aᵀH̄⁻¹a (exact to leading order)", tolerance=0.3,
        band=(0.8, 1.25), small=Small("ητL_max/(1−λ₂)", 0.2))
 def decdpo_bias(ctx: Context, c: Claim) -> Outcome:
-    from theory_lab import predict
-
     P, n, k = c.params["quick" if ctx.quick else "full"], c.params["n"], c.params["replicas"]
     seeds = list(range(max(ctx.seeds, k)))
     cfg = base(10, {"name": "ring"}, {"n_clients": n}, logs=40)
@@ -549,7 +546,4 @@ def decdpo_bias(ctx: Context, c: Claim) -> Outcome:
 
 def make_oracle_for(cfg: dict, seeds: list[int]):
     """The synthetic oracle of a config's problem for `seeds` replicas."""
-    from theory_lab.config import build_config
-    from theory_lab.runner import make_oracle
-
     return make_oracle(build_config({**cfg, "run": {**cfg["run"], "seeds": list(seeds)}}))

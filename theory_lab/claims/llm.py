@@ -33,11 +33,15 @@ import torch
 from scipy import stats
 
 from analysis import RatioFit, Verdict
+from theory_lab.algorithms import make_algorithm
+from theory_lab.bounds import spectral_consensus
 from theory_lab.claims.base import Claim, Context, Control, Outcome, claim
+from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import build_config
 from theory_lab.estimate import HessianOps, client_grads, weighted
 from theory_lab.factorised import leading_error_from_factor_grads
 from theory_lab.runner import make_oracle
+from theory_lab.topology import TopologyConfig, make_topology
 
 _ORACLES: dict = {}   # one model load per (model, sizes): the claims share it
 _STARTS: dict = {}    # id(oracle) -> _start(oracle): the client gradients at θ0, computed once
@@ -69,10 +73,6 @@ def _oracle(ctx: Context):
 
 def _algorithm(ctx: Context, oracle, rounds: int, seed: int = 0, topology: dict | None = None, **algorithm):
     """A theory_lab algorithm on the shared oracle, built as the runner builds it."""
-    from theory_lab.algorithms import make_algorithm
-    from theory_lab.communicator import InProcessCommunicator
-    from theory_lab.topology import make_topology
-
     data = llm_base(ctx)
     data["algorithm"].update(algorithm)
     if topology:
@@ -214,9 +214,6 @@ def llm_participation(ctx: Context, c: Claim) -> Outcome:
        controls=[Control("gap-only", "rival law", "a law in p alone predicts equal errors on the two graphs (equal ρ): "
                          "their observed ratio, judged against the same band, must refute it")])
 def llm_consensus(ctx: Context, c: Claim) -> Outcome:
-    from theory_lab.bounds import spectral_consensus
-    from theory_lab.topology import TopologyConfig, make_topology
-
     oracle = _oracle(ctx)
     _, G, _, _ = _start(oracle)
     N, eta = oracle.n_clients, ctx.llm_lr
