@@ -1,0 +1,102 @@
+"""The conflict-knob claims (issue 18, item 3): their judge can confirm and can fail, a claim is
+never confirmed while a control stands, and on the tiny model (which cannot learn IMDb) the
+claims run end to end, share their runs and report statistic, CI, controls, verdict and reason."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.verdict import STATUSES
+from theory_lab.claims import REGISTRY, Context
+from theory_lab.claims import llm_conflict
+from theory_lab.claims.llm_conflict import SETTING, _judge
+from theory_lab.cli import main
+from theory_lab.verify import select
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+IDS = ["llm-conflict-fedavg", "llm-conflict-personalization"]
+N = 48   # held-out pairs per client in the fake runs
+
+
+def test_claims_are_opt_in_llm_claims_with_controls():
+    assert not set(IDS) & set(select(None)) and set(IDS) <= set(select(None, "llm"))
+    for cid in IDS:
+        c = REGISTRY[cid]
+        assert c.track == "llm" and c.controls and c.tolerance == SETTING["delta"]
+
+
+def test_judge_confirms_refutes_and_leaves_unresolved():
+    d = 0.25
+    assert _judge(0.5, (0.3, 0.7), d, "x").status == "confirmed"
+    assert _judge(0.0, (-0.2, 0.2), d, "x").status == "refuted"          # excludes an effect of δ
+    assert _judge(0.1, (0.02, 0.18), d, "x").status == "refuted"         # real but smaller than δ
+    assert _judge(0.3, (-0.1, 0.7), d, "x").status == "inconclusive"     # does not exclude 0
+    assert _judge(0.2, (0.05, 0.4), d, "x").status == "inconclusive"     # excludes 0 below δ
+
+
+def counts(acc):
+    return np.rint(np.asarray(acc) * N).astype(int)
+
+
+def fake(acc, c, ref=(0.5, 0.5, 0.5, 0.5)):
+    """A run's summary: accuracy per client (4 clients, clients 1 and 3 opposed)."""
+    return {"n": np.full(4, N), "correct": counts(acc), "ref_correct": counts(ref),
+            "opposed": [1, 3] if c else None, "train_loss": 0.5}
+
+
+def outcome(monkeypatch, cid, runs):
+    monkeypatch.setattr(llm_conflict, "_runs", lambda ctx, wanted: {w: runs[w] for w in wanted})
+    return REGISTRY[cid].run(Context(llm_model="tiny"))
+
+
+def test_fedavg_claim_confirms_only_when_its_control_is_refuted(monkeypatch):
+    runs = {("feddpo", s, 0.0): fake([0.875] * 4, 0.0) for s in (0, 1)}
+    runs |= {("feddpo", s, 1.0): fake([0.75, 0.375, 0.75, 0.375], 1.0) for s in (0, 1)}
+    out = outcome(monkeypatch, "llm-conflict-fedavg", runs)
+    assert out.verdict.status == "confirmed" and out.ci[0] <= out.fitted <= out.ci[1]
+    assert abs(out.fitted - 0.5) < 1e-9
+    # a reference model that prefers the c = 0 labels strongly: its drop stands, nothing is confirmed
+    biased = {k: {**v, "ref_correct": counts([0.95] * 4 if k[2] == 0 else [0.05] * 4)} for k, v in runs.items()}
+    out = outcome(monkeypatch, "llm-conflict-fedavg", biased)
+    assert out.prediction.status == "confirmed" and out.verdict.status == "inconclusive"
+    assert "does not discriminate" in out.verdict.reason
+    # no drop at all: refuted
+    flat = {k: fake([0.875] * 4, k[2]) for k in runs}
+    assert outcome(monkeypatch, "llm-conflict-fedavg", flat).verdict.status == "refuted"
+
+
+def test_personalization_claim_needs_its_null_method_refuted(monkeypatch):
+    feddpo = {0.0: fake([0.875] * 4, 0.0), 1.0: fake([0.75, 0.375, 0.75, 0.375], 1.0)}
+    runs = {("feddpo", s, c): feddpo[c] for s in (0, 1) for c in (0.0, 1.0)}
+    runs |= {("fedpdpo", 0, c): fake([0.875] * 4, c) for c in (0.0, 1.0)}
+    out = outcome(monkeypatch, "llm-conflict-personalization", runs)
+    assert out.verdict.status == "confirmed" and abs(out.fitted - 0.5) < 1e-9
+    # FedDPO's second seed keeping the opposed clients too: the control is not refuted
+    runs[("feddpo", 1, 1.0)] = fake([0.75, 0.875, 0.75, 0.875], 1.0)
+    out = outcome(monkeypatch, "llm-conflict-personalization", runs)
+    assert out.prediction.status == "confirmed" and out.verdict.status == "inconclusive"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data not found")
+def test_claims_run_on_the_tiny_model_and_share_their_runs(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setattr(llm_conflict, "_RUNS", {})
+    ctx = Context(llm_model="tiny", data_dir=str(DATA))
+    REGISTRY["llm-conflict-fedavg"].run(ctx)
+    assert ctx.runs == 4                        # FedDPO, two seeds, c ∈ {0, 1}
+    REGISTRY["llm-conflict-personalization"].run(ctx)
+    assert ctx.runs == 6                        # only FedPDPO's two runs are new
+    assert main(["verify", "--claims", ",".join(IDS), "--llm-model", "tiny", "--data-dir", str(DATA),
+                 "--out", str(tmp_path)]) == 0
+    assert len(llm_conflict._RUNS) == 6         # served from the cache: no run is repeated
+    rows = {r["claim"]: r for r in json.loads((tmp_path / "report.json").read_text())["claims"]}
+    for cid in IDS:
+        r = rows[cid]
+        assert r["ci_low"] <= r["value"] <= r["ci_high"] and r["reason"] and r["verdict"] in STATUSES
+        assert r["details"]["sizes run"]["heldout"] == llm_conflict.TINY["heldout"]
+        controls = r["controls"]
+        assert controls and all(k["fitted"] and k["verdict"] in STATUSES for k in controls)
+        if any(k["verdict"] != "refuted" for k in controls):
+            assert r["verdict"] != "confirmed"
