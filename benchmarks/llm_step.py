@@ -41,6 +41,9 @@ them in turn, repeat by repeat, so every configuration of a repeat sees about th
                  with stacked LoRA adapters (llm/batched.py).
   onebatch-N     the floor of batched-N: one client, the same N·b pairs in one forward/backward
                  (same prefix sharing, loss and optimizer; one adapter instead of N).
+  paired-clients seq-N, batched-N and onebatch-N in one process on one shared LoRA model for the
+                 largest N of --client-counts, alternating step by step (order rotated every
+                 step), on the same batches: the steadiest ratios on a shared machine.
 
 Models: "tiny", "smollm2" (the GGUF), or "arch:smollm2-135m | arch:smollm2-360m | arch:smollm2-1.7b":
 seeded random weights of that architecture (llm.model.ARCHS), nothing to download; --data random
@@ -88,9 +91,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("ours", "trl-precompute", "trl-per-step", "floor", "central", "fed", "paired-trl", "paired-fed",
-           "seq", "batched", "onebatch", "clients")
+           "seq", "batched", "onebatch", "clients", "paired-clients")
 CLIENT_CONFIGS = ("seq", "batched", "onebatch")   # expanded to NAME-N for N in --client-counts
-PAIRED = ("paired-trl", "paired-fed")
+PAIRED = ("paired-trl", "paired-fed", "paired-clients")
 LORA = dict(r=8, alpha=16.0, dropout=0.0, targets=["q_proj", "v_proj"])
 BETA, MAX_LEN, MAX_PROMPT = 0.2, 64, 32
 
@@ -208,6 +211,52 @@ def run_clients(model, tokenizer, pool, a, device, which: str, N: int):
         _sync(device)
         times.append(time.perf_counter())
     return times[-1] - times[W - 1], S * N * b
+
+
+def run_paired_clients(model, tokenizer, pool, a, device) -> dict:
+    """seq-N, batched-N and onebatch-N (N = the largest --client-counts) alternating step by step
+    in one process on one LoRA model (each oracle loads its own parameters), same batches."""
+    import torch
+
+    from llm.model import add_lora
+    from theory_lab.optim import Optimizer
+
+    N, b, W, S = max(int(n) for n in a.client_counts.split(",")), a.batch, a.warmup, a.steps
+    per = (W + S) * b
+    peft = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"], LORA["targets"], seed=0)
+    sets, held = [pool[i * per:(i + 1) * per] for i in range(N)], [pool[-1:]] * N
+    oracles = {"seq": _oracle(peft, tokenizer, sets, held, device, lora=False, client_batching="off"),
+               "batched": _oracle(peft, tokenizer, sets, held, device, lora=False, client_batching="on",
+                                  max_rows_per_forward=2 * N * b),
+               "onebatch": _oracle(peft, tokenizer, [pool[:N * per]], [pool[-1:]], device, lora=False,
+                                   eval_batch_size=N * b, client_batching="off")}
+    state = {}
+    for name, o in oracles.items():
+        K = 1 if name == "onebatch" else N
+        state[name] = [Optimizer(_alg_cfg("feddpo", b), 1, K, o.dim, o.dtype, o.device),
+                       o.init_params().to(o.device).unsqueeze(1).repeat(1, K, 1)]
+    secs = {name: [] for name in oracles}
+    names = list(oracles)
+    for k in range(W + S):
+        for name in names[k % 3:] + names[:k % 3]:
+            o, (opt, X) = oracles[name], state[name]
+            if name == "onebatch":   # client i's pairs of step k are one-client pairs i·per + k·b ..
+                batch = (torch.arange(N)[:, None] * per + k * b + torch.arange(b)).view(1, 1, N * b)
+            else:
+                batch = torch.arange(k * b, (k + 1) * b).view(1, 1, b).expand(1, N, b)
+            _sync(device)
+            t = time.perf_counter()
+            state[name][1] = opt.step(X, o.local_step(X, None, batch), 1e-4)
+            _sync(device)
+            if k >= W:
+                secs[name].append(time.perf_counter() - t)
+    total = {name: sum(v) for name, v in secs.items()}
+    return {"clients": N, "seconds": total, "pairs": S * N * b,
+            "pairs_per_s": S * N * b / total["batched"],
+            "pairs_per_s_by_config": {name: S * N * b / t for name, t in total.items()},
+            "batched_over_seq": total["seq"] / total["batched"],
+            "batched_over_onebatch": total["onebatch"] / total["batched"],
+            "step_ratios_seq": [s_ / b_ for s_, b_ in zip(secs["seq"], secs["batched"])]}
 
 
 def _model_flops_per_pair(model) -> float:
@@ -482,6 +531,8 @@ def worker(a) -> dict:
     flops_per_pair = _model_flops_per_pair(model)
     peak = _matmul_peak(device, next(model.parameters()).dtype)
     n_clients = int(a.worker.rsplit("-", 1)[1]) if a.worker.startswith(CLIENT_CONFIGS) else 0
+    if a.worker == "paired-clients":
+        n_clients = max(int(n) for n in a.client_counts.split(","))
     need = max((a.warmup + a.steps) * a.batch * max(n_clients, 1), a.clients * a.pairs_per_client + a.clients) + 1
     pool = _pool(tokenizer, need, a.data)
     rss_load = _status_kb("VmRSS")
@@ -495,6 +546,8 @@ def worker(a) -> dict:
         paired = run_paired_trl(model, model_ours, tokenizer, pool, a, device)
     elif a.worker == "paired-fed":
         paired = run_paired_fed(model, tokenizer, pool, a, device)
+    elif a.worker == "paired-clients":
+        paired = run_paired_clients(model, tokenizer, pool, a, device)
     elif a.worker == "ours":
         elapsed, pairs = run_ours(model, tokenizer, pool, a, device)
     elif a.worker == "floor":
@@ -535,7 +588,7 @@ def _run_worker(config: str, a) -> dict:
            "--clients", str(a.clients), "--pairs-per-client", str(a.pairs_per_client),
            "--threads", str(a.threads), "--device", a.device, "--data", a.data,
            "--max-length", str(a.max_length), "--max-prompt-length", str(a.max_prompt_length),
-           *(["--logits-path"] if a.logits_path else [])]
+           "--client-counts", a.client_counts, *(["--logits-path"] if a.logits_path else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TQDM_DISABLE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -624,6 +677,12 @@ def summarize(runs: list[list[dict]], a) -> tuple[str, dict]:
         steps = [x for r in paired["paired-trl"] for x in r["step_ratios"]]
         lines.append(f"| (paired: per-step ratios, all repeats) | median {_median(steps):.2f}× "
                      f"[{min(steps):.2f}× – {max(steps):.2f}×], {len(steps)} steps | |")
+    if "paired-clients" in paired:
+        n = paired["paired-clients"][0]["clients"]
+        row(f"paired, one process step by step: batched ÷ sequential clients, N = {n}, throughput",
+            lambda rep: rep["paired-clients"]["batched_over_seq"], times, "—", "paired_batched_over_seq")
+        row(f"paired, one process step by step: batched ÷ one batch (floor), N = {n}, throughput",
+            lambda rep: rep["paired-clients"]["batched_over_onebatch"], times, "≥ 0.75×", "paired_batched_over_onebatch")
     if "paired-fed" in paired:
         row(f"paired, one process round by round: fed ({a.clients} clients) ÷ central, time per pair − 1",
             lambda rep: rep["paired-fed"]["overhead"], pct, "≤ +5%", "paired_fed_overhead")
