@@ -5,6 +5,7 @@ settings it does not read are refused. Also: the server optimizers (Reddi et al.
 import json
 import os
 import socket
+from dataclasses import dataclass
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from theory_lab.algorithms import REGISTRY, Algorithm, RoundInfo, register
+from theory_lab.algorithms.params import Common, LocalSteps, setting
 from theory_lab.cli import main
 from theory_lab.config import build_config
 from theory_lab.optim import Optimizer
@@ -30,7 +32,10 @@ class LookaheadFedAvg(Algorithm):
     """FedAvg whose server keeps a slow copy: every round the slow model moves half way to the
     new average (Zhang et al. 2019's lookahead, as a server rule). Explicit state: both models."""
     name, family = "test_lookahead", "server"
-    reads = ("local_steps", "server_lr")
+
+    @dataclass
+    class Params(Common, LocalSteps):
+        server_lr: float = setting(1.0, "the slow model's step towards the new average, halved")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -16,17 +16,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from theory_lab import tracks
 from theory_lab.algorithms import REGISTRY
+from theory_lab.algorithms.params import Settings, help_text
 from theory_lab.choices import check_choice, check_choices
 from theory_lab.errors import ConfigError
-from theory_lab.factorised import RULES as LORA_RULES
 from theory_lab.topology import TopologyConfig
-from theory_lab.update_rules import SERVER_OPTIMIZERS
 
-SCHEDULES = ("constant", "inverse", "inv_sqrt", "cosine")
 
 
 @dataclass
@@ -48,33 +46,6 @@ class RunConfig:
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
 
 
-HELP = {   # one line per [algorithm] field (`theory-lab algorithms`)
-    "name": "the algorithm (the registry: theory_lab.algorithms)",
-    "local_steps": "E local steps per round (federated), or tau steps between gossips (decentralized)",
-    "participation": "S clients sampled per round without replacement; 0 = all",
-    "server_lr": "the server's step size on the averaged delta",
-    "q_max": "bounded staleness: a client may start from the model of up to q_max rounds ago",
-    "delay": "a client's delay: uniform on 0..q_max, or always q_max",
-    "stale_rule": "the server averages the returned models, or applies their averaged deltas",
-    "prox_mu": "FedProx's proximal weight",
-    "lr": "the client step size",
-    "schedule": "step-size schedule",
-    "decay_steps": "t0 of the inverse and inv_sqrt schedules",
-    "batch_size": "pairs per client per local step; 0 = exact gradients",
-    "optimizer": "the clients' optimizer",
-    "momentum": "SGD momentum",
-    "weight_decay": "SGD L2 term, or AdamW's decoupled decay",
-    "betas": "AdamW's betas",
-    "eps": "AdamW's epsilon",
-    "state_policy": "optimizer state at communication: each client keeps its own, reset, or averaged",
-    "server_opt": "server rule on the averaged delta: sgd (FedAvg), avgm, adagrad, adam, yogi (Reddi et al. 2021)",
-    "server_momentum": "avgm's beta",
-    "server_betas": "adagrad / adam / yogi's betas",
-    "server_eps": "adagrad / adam / yogi's tau",
-    "lora_aggregation": "factorised (LoRA) parameters: factors, ffa, fedsa, exact (docs/lora_aggregation.md)",
-}
-
-
 def describe_algorithms() -> str:
     """Every registered algorithm: its family, its first docstring line, and the [algorithm]
     fields it reads with their defaults and HELP."""
@@ -85,38 +56,16 @@ def describe_algorithms() -> str:
         out.append(f"{name} ({cls.family}){': ' + doc[0] if doc else ''}")
         cfg = dataclasses.replace(defaults, name=name)
         for f in sorted(cls.fields_read(cfg) - {"name", "lora_aggregation"}):
-            out.append(f"  {f:<17} = {getattr(defaults, f)!r:<14} {HELP[f]}")
+            out.append(f"  {f:<17} = {getattr(defaults, f)!r:<14} {help_text(cls.Params, f)}")
         out.append(f"  lora_aggregation rules: {', '.join(cls.lora_rules)}")
     return "\n".join(out)
 
 
 @dataclass
-class AlgorithmConfig:
-    """The `[algorithm]` table. Each algorithm reads some of these fields (its `reads`); the
-    others must stay at their defaults. `theory-lab algorithms` lists them per algorithm, with HELP."""
-    name: str = "feddpo"
-    local_steps: int = 1
-    participation: int = 0
-    server_lr: float = 1.0
-    q_max: int = 0
-    delay: Literal["uniform", "max"] = "uniform"
-    stale_rule: Literal["model_average", "delta"] = "model_average"
-    prox_mu: float = 0.0
-    lr: float = 0.1
-    schedule: Literal[SCHEDULES] = "constant"
-    decay_steps: float = 100.0
-    batch_size: int = 8
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    state_policy: Literal["keep", "reset", "average"] = "keep"
-    server_opt: Literal[SERVER_OPTIMIZERS] = "sgd"
-    server_momentum: float = 0.9
-    server_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    server_eps: float = 1e-3
-    lora_aggregation: Literal[LORA_RULES] = "factors"
+class AlgorithmConfig(Settings):
+    """The `[algorithm]` table: every setting of theory_lab.algorithms.params. Each algorithm reads
+    the fields of its `Params`; the others must stay at their defaults. `theory-lab algorithms`
+    lists them per algorithm, with their help."""
 
     def validate(self) -> None:
         check_choices(self, "algorithm.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+SCHEDULES = ("constant", "inverse", "inv_sqrt", "cosine")
+
 
 def step_size(name: str, lr: float, t: int, *, decay_steps: float, total_steps: int) -> float:
     if name == "constant":

@@ -4,8 +4,9 @@ An algorithm is one class, registered with `@register`, that declares:
 
 - `name` (what `algorithm.name` selects) and `family`: "centralized", "server" or "gossip" (a
   gossip algorithm gets the topology's mixing matrices);
-- `reads`: the `[algorithm]` settings it reads beyond COMMON (a setting it does not read is a
-  configuration error naming the field, never silently ignored); `fields_read(cfg)` may refine
+- `Params`: a dataclass of exactly the `[algorithm]` settings it reads, made of the groups of
+  theory_lab.algorithms.params, each field with its help text (a setting it does not read is a
+  configuration error naming the field, never silently ignored); `fields_read(cfg)` may narrow
   it (FedDPO reads server_betas only with an adaptive server optimizer);
 - `check(cfg)`: its own validation (one ConfigError naming the field);
 - `lora_rules`: the factorised aggregation rules it implements (theory_lab.factorised). Every
@@ -21,11 +22,13 @@ figures ask it. A module outside the package registers its algorithms on import 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from theory_lab.algorithms.params import Common, Settings
 from theory_lab.errors import ConfigError
 from theory_lab.factorised import part_mask
 from theory_lab.optim import Optimizer
@@ -35,8 +38,6 @@ if TYPE_CHECKING:
     from theory_lab.config import AlgorithmConfig
 
 FAMILIES = ("centralized", "server", "gossip")
-COMMON = ("name", "lr", "schedule", "decay_steps", "batch_size", "lora_aggregation")   # what every algorithm reads
-CLIENT_OPTIMIZER = ("optimizer", "momentum", "weight_decay", "betas", "eps", "state_policy")
 
 REGISTRY: dict[str, type["Algorithm"]] = {}
 
@@ -45,8 +46,17 @@ def register(cls: type["Algorithm"]) -> type["Algorithm"]:
     """Class decorator: make `cls` selectable as algorithm.name = cls.name."""
     if cls.family not in FAMILIES:
         raise ValueError(f"{cls.__name__}.family must be one of {FAMILIES}, got {cls.family!r}")
+    known = {f.name: f for f in dataclasses.fields(Settings)}
+    for f in dataclasses.fields(cls.Params):   # the config table holds it, with the same default
+        if f.name not in known or _default(f) != _default(known[f.name]) or "help" not in f.metadata:
+            raise ValueError(f"{cls.__name__}.Params.{f.name}: not an [algorithm] setting with this default and "
+                             "a help text (theory_lab.algorithms.params)")
     REGISTRY[cls.name] = cls
     return cls
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 @dataclass
@@ -63,7 +73,7 @@ class Algorithm:
 
     name = ""
     family = ""
-    reads: tuple[str, ...] = ()
+    Params: type = Common   # the settings it reads (a dataclass of theory_lab.algorithms.params groups)
     lora_rules: tuple[str, ...] = ("factors",)
     steps_per_round = 1
 
@@ -82,7 +92,7 @@ class Algorithm:
     # ------------------------------------------------------------------ declaration
     @classmethod
     def fields_read(cls, cfg: AlgorithmConfig) -> set[str]:
-        return {*COMMON, *cls.reads}
+        return {f.name for f in dataclasses.fields(cls.Params)}
 
     @classmethod
     def check(cls, cfg: AlgorithmConfig) -> None:

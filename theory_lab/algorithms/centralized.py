@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
+from dataclasses import dataclass
+
+from theory_lab.algorithms.base import Algorithm, RoundInfo, register
+from theory_lab.algorithms.params import ClientOptimizer, Common, LocalSteps
 from theory_lab.optim import Optimizer
 
 
@@ -13,7 +16,10 @@ from theory_lab.optim import Optimizer
 class Centralized(Algorithm):
     """Centralized minibatch SGD on Σ w_i f_i with the same samples per round (E·b per client)."""
     name, family = "centralized", "centralized"
-    reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: E, for E*b samples per client per round
+
+    @dataclass
+    class Params(Common, LocalSteps, ClientOptimizer):
+        """local_steps: E, for E*b samples per client per round."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

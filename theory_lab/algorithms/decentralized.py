@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
+from dataclasses import dataclass
+
+from theory_lab.algorithms.base import Algorithm, RoundInfo, register
+from theory_lab.algorithms.params import ClientOptimizer, Common, LocalSteps
 from theory_lab.optim import Optimizer
 
 
@@ -18,7 +21,11 @@ from theory_lab.optim import Optimizer
 class DecDPO(Algorithm):
     """Decentralized DPO, adapt-then-combine: tau local steps, then one gossip X <- W X."""
     name, family = "decdpo", "gossip"
-    reads = ("local_steps", *CLIENT_OPTIMIZER)   # local_steps: tau, the gossip period
+
+    @dataclass
+    class Params(Common, LocalSteps, ClientOptimizer):
+        """local_steps: tau, the gossip period."""
+
     lora_rules = ("factors", "ffa")   # fedsa's personal B and exact's residual have no gossip form here
 
     def __init__(self, *args, **kwargs):
@@ -70,7 +77,7 @@ class GradientTracking(DecDPO):
     """Gradient tracking: y tracks the average gradient, which removes the heterogeneity term.
     x <- W(x - lr y);  y <- W y + g(x_new) - g(x_old). Plain SGD steps: no client optimizer."""
     name = "gradient_tracking"
-    reads = ()   # communicates after every step (local_steps = 1), no optimizer settings
+    Params = Common   # communicates after every step (local_steps = 1), no optimizer settings
     lora_rules = ("factors",)   # its steps bypass local_updates, so ffa could not freeze A
 
     def __init__(self, *args, **kwargs):

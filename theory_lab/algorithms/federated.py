@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from theory_lab.algorithms.base import CLIENT_OPTIMIZER, Algorithm, RoundInfo, register
+from dataclasses import dataclass
+
+from theory_lab.algorithms.base import Algorithm, RoundInfo, register
+from theory_lab.algorithms.params import (ClientOptimizer, Common, LocalSteps, PlainSGD, Proximal, Sampling,
+                                          ServerOptimizer, Staleness)
 from theory_lab.errors import ConfigError
 from theory_lab.factorised import RULES as LORA_RULES
 from theory_lab.factorised import aggregation_error, dense_size, part_mask, products
@@ -29,19 +33,22 @@ from theory_lab.update_rules import server_optimizer
 
 SERVER_SETTINGS = {"sgd": (), "avgm": ("server_momentum",), "adagrad": ("server_betas", "server_eps"),
                    "adam": ("server_betas", "server_eps"), "yogi": ("server_betas", "server_eps")}
+SERVER_HYPER = {"server_momentum", "server_betas", "server_eps"}   # read only by the rules that use them
 
 
 @register
 class FedDPO(Algorithm):
     """FedAvg of DPO: E local steps, S of N clients, a server optimizer, bounded staleness."""
     name, family = "feddpo", "server"
-    reads = ("local_steps", "participation", "server_lr", "q_max", "delay", "stale_rule", "server_opt",
-             *CLIENT_OPTIMIZER)
     lora_rules = LORA_RULES
+
+    @dataclass
+    class Params(Common, LocalSteps, Sampling, Staleness, ServerOptimizer, ClientOptimizer):
+        pass
 
     @classmethod
     def fields_read(cls, cfg) -> set[str]:
-        return super().fields_read(cfg) | set(SERVER_SETTINGS.get(cfg.server_opt, ()))
+        return super().fields_read(cfg) - (SERVER_HYPER - set(SERVER_SETTINGS.get(cfg.server_opt, ())))
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -212,7 +219,10 @@ class FedDPO(Algorithm):
 class FedProx(FedDPO):
     """FedDPO with the proximal term prox_mu/2 ‖x − x_start‖² in the local steps (Li et al. 2020)."""
     name = "fedprox"
-    reads = (*FedDPO.reads, "prox_mu")
+
+    @dataclass
+    class Params(FedDPO.Params, Proximal):
+        pass
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -225,7 +235,10 @@ class FedProx(FedDPO):
 class Scaffold(FedDPO):
     """SCAFFOLD (Karimireddy et al. 2020), option II control variates, SGD local steps."""
     name = "scaffold"
-    reads = ("local_steps", "participation", "server_lr", "optimizer", "weight_decay")   # plain SGD: no state
+
+    @dataclass
+    class Params(Common, LocalSteps, Sampling, PlainSGD):
+        """Plain SGD steps (no optimizer state), no staleness, FedAvg's server step."""
 
     @classmethod
     def check(cls, cfg) -> None:
