@@ -26,6 +26,7 @@ Two kinds of statement live here, and the docstrings say which:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -111,7 +112,7 @@ class Constants:
     def __post_init__(self) -> None:
         for name in ("L", "mu", "sigma2", "zeta2", "F0"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):   # numpy scalars too
                 raise ConfigError(f"constants.{name}", f"must be a finite number >= 0, got {v!r}")
         if self.L <= 0:
             raise ConfigError("constants.L", f"must be > 0, got {self.L!r}")

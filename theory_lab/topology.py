@@ -365,7 +365,7 @@ def spectrum(W) -> Spectrum:
     ----------
     W : array_like
         Doubly stochastic matrix, shape [n, n] (not checked; see `validate_mixing`). It counts
-        as symmetric when |W - W^T| <= 1e-12 entrywise.
+        as symmetric when |W - W^T| <= 1e-10 entrywise, the tolerance `validate_mixing` accepts.
 
     Returns
     -------
@@ -383,7 +383,7 @@ def spectrum(W) -> Spectrum:
     """
     W = np.asarray(W, dtype=np.float64)
     n = W.shape[0]
-    if np.allclose(W, W.T, rtol=0.0, atol=1e-12):
+    if np.allclose(W, W.T, rtol=0.0, atol=_TOL):   # what validate_mixing accepts as symmetric is symmetric here
         values, kind = scipy.linalg.eigvalsh((W + W.T) / 2)[::-1].copy(), "eigenvalues"
         rho = max(abs(values[1]), abs(values[-1])) if n > 1 else 0.0
     else:
