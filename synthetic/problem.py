@@ -227,3 +227,30 @@ def build_problem(cfg: ProblemConfig, seeds: list[int]) -> SyntheticProblem:
         theta0=theta_ref.clone() if cfg.init != "zero" else torch.zeros_like(theta_ref),
         theta_user=stack("theta_user"), transitions=stack("transitions"), beta=float(cfg.beta),
         l2=float(cfg.l2), horizon=cfg.horizon, feature_bound=float(cfg.feature_bound))
+
+
+def example_problem(seeds=(0, 1)) -> SyntheticProblem:
+    """A 2-client, 3-parameter problem for examples and demos.
+
+    The horizon-1 problem with n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
+    heterogeneity=1.0 and l2=0.1 (the rest as `ProblemConfig`'s defaults), one replica per seed.
+
+    Parameters
+    ----------
+    seeds : sequence of int, optional
+        The replicas' seeds (`build_problem`); S = len(seeds).
+
+    Returns
+    -------
+    SyntheticProblem
+        S replicas, N = 2 clients, P = 3 parameters; wrap it in `synthetic.SyntheticOracle` for an
+        oracle (`theory_lab.estimate`'s examples do).
+
+    Examples
+    --------
+    >>> p = example_problem()
+    >>> p.n_seeds, p.n_clients, p.dim, p.l2
+    (2, 2, 3, 0.1)
+    """
+    cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5, heterogeneity=1.0, l2=0.1)
+    return build_problem(cfg, seeds=list(seeds))

@@ -21,6 +21,50 @@ Two kinds of statement live here, and the docstrings say which:
 * **rate bounds** (`*_bound`, `rounds_to_epsilon`): the upper bounds of the cited theorems. Where a
   theorem is stated with O(.) only, the hidden constant is set to 1 (argument `const`) and flagged
   "uncertain constant: checked numerically in the claim registry (bound-validity)".
+
+Common parameters
+-----------------
+Arguments that many functions share; each function's docstring names them and adds only what is
+particular to it (e.g. which smoothness constant its theorem assumes).
+
+eta : float or array
+    Local step size; in a rate bound, a constant step, None for the tuned step.
+E : int or array, optional
+    Local steps per round.
+eta_g : float or array, optional
+    Server step size.
+S : int or array, optional
+    Participants per round, 1 <= S <= n; None means n.
+b : int or array, optional
+    Batch size (per client and local step).
+n : int or array
+    Number of clients.
+sigma2 : float or array
+    Per-sample gradient variance at theta*, averaged over clients.
+zeta2 : float or array
+    Heterogeneity at the optimum, sum_i w_i ||grad f_i(theta*)||^2.
+L, mu : float or array, optional
+    Of the floors: the global L (lambda_max(H)) and the global mu at theta* (lambda_min(H)),
+    needed for metric "grad_norm_sq" and "dist2" respectively.
+metric : {"subopt", "grad_norm_sq", "dist2"}, optional
+    E f - f*, E ||grad f||^2 or E ||theta - theta*||^2.
+q_max : int or array
+    Largest delay, in rounds, >= 0.
+delay : {"uniform", "max"}, optional
+    Delay distribution: uniform on {0, ..., q_max}, or always q_max.
+p : float or array
+    Spectral gap 1 - rho^2 of the mixing matrix, in [0, 1] (1 for local SGD / FedAvg).
+tau : int or array, optional
+    Local steps between communications (gossip rounds).
+R : int or array
+    Communication rounds.
+c : Constants
+    The exact constants of one replica; each function lists the ones it uses, with the
+    smoothness (L_sample, L_max or L) and strong convexity (mu_global or mu) its theorem assumes.
+regime : {"strongly_convex", "convex", "nonconvex"}, optional
+    Which bound.
+const : float, optional
+    The hidden constant of a theorem stated with O(.) or O~(.).
 """
 
 from __future__ import annotations
@@ -96,6 +140,17 @@ class Constants:
     ...               mu_global=0.1)
     >>> c.l_max, c.l_sample, c.mu_g, c.dist2
     (3.0, 4.0, 0.1, 20.0)
+
+    The properties `l_max`, `l_sample`, `mu_g` and `dist2` fall back to the defaults (`l_sample` on
+    `l_max`, `dist2` on 2 F0 / mu_g):
+
+    >>> d = Constants(L=2.0, mu=0.5, sigma2=1.0, zeta2=0.5, F0=1.0, n=4)
+    >>> d.l_max, d.l_sample, d.mu_g, d.dist2
+    (2.0, 2.0, 0.5, 4.0)
+    >>> Constants(L=2.0, mu=0.5, sigma2=1.0, zeta2=0.5, F0=1.0, n=4, L_max=3.0).l_sample
+    3.0
+    >>> Constants(L=1.0, mu=0.0, sigma2=1.0, zeta2=0.0, F0=1.0, n=1).dist2   # mu_g = 0
+    inf
     """
 
     L: float
@@ -183,48 +238,22 @@ class Constants:
 
     @property
     def l_max(self) -> float:
-        """Per-client smoothness L_max = max_i L_i (`L_max`, or `L` when it is None).
-
-        Examples
-        --------
-        >>> Constants(L=2.0, mu=0.5, sigma2=1.0, zeta2=0.5, F0=1.0, n=4).l_max
-        2.0
-        """
+        """Per-client smoothness L_max = max_i L_i (`L_max`, or `L` when it is None)."""
         return self.L if self.L_max is None else float(self.L_max)
 
     @property
     def l_sample(self) -> float:
-        """Per-sample smoothness (`L_sample`, or `l_max` when it is None).
-
-        Examples
-        --------
-        >>> Constants(L=2.0, mu=0.5, sigma2=1.0, zeta2=0.5, F0=1.0, n=4, L_max=3.0).l_sample
-        3.0
-        """
+        """Per-sample smoothness (`L_sample`, or `l_max` when it is None)."""
         return self.l_max if self.L_sample is None else float(self.L_sample)
 
     @property
     def mu_g(self) -> float:
-        """Strong convexity of every client loss everywhere (`mu_global`, or `mu` when it is None).
-
-        Examples
-        --------
-        >>> Constants(L=2.0, mu=0.5, sigma2=1.0, zeta2=0.5, F0=1.0, n=4, mu_global=0.1).mu_g
-        0.1
-        """
+        """Strong convexity of every client loss everywhere (`mu_global`, or `mu` when it is None)."""
         return self.mu if self.mu_global is None else float(self.mu_global)
 
     @property
     def dist2(self) -> float:
-        """D2 = ||theta_0 - theta*||^2: `D2` if given, else 2 F0 / `mu_g` (inf when `mu_g` is 0).
-
-        Examples
-        --------
-        >>> Constants(L=2.0, mu=0.5, sigma2=1.0, zeta2=0.5, F0=1.0, n=4).dist2
-        4.0
-        >>> Constants(L=1.0, mu=0.0, sigma2=1.0, zeta2=0.0, F0=1.0, n=1).dist2
-        inf
-        """
+        """D2 = ||theta_0 - theta*||^2: `D2` if given, else 2 F0 / `mu_g` (inf when `mu_g` is 0)."""
         if self.D2 is not None:
             return float(self.D2)
         return 2.0 * self.F0 / self.mu_g if self.mu_g > 0 else math.inf
@@ -284,12 +313,8 @@ def sgd_noise_floor(gamma, noise_trace, L=None, mu=None, *, metric: str = "subop
         Effective step size (eta * eta_g with a server step).
     noise_trace : float or array
         tr(C), trace of the covariance of one step's gradient noise (e.g. sigma2 / (n b)).
-    L : float or array, optional
-        lambda_max(H), the global L; needed for metric "grad_norm_sq".
-    mu : float or array, optional
-        lambda_min(H), the global mu at theta*; needed for metric "dist2".
-    metric : {"subopt", "grad_norm_sq", "dist2"}, optional
-        E f - f*, E ||grad f||^2 or E ||theta - theta*||^2.
+    L, mu, metric
+        See Common parameters (here L = lambda_max(H), mu = lambda_min(H)).
 
     Returns
     -------
@@ -347,20 +372,12 @@ def noise_floor(eta, sigma2, b, n, L=None, mu=None, *, eta_g=1.0, metric="subopt
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    sigma2 : float or array
-        Per-sample gradient variance at theta*, averaged over clients.
-    b : int or array
-        Batch size per client and step.
+    eta, sigma2, b
+        See Common parameters.
     n : int or array
         Number of clients whose gradients are averaged each round (pass S under partial participation).
-    L : float or array, optional
-        Global smoothness L; needed for metric "grad_norm_sq".
-    mu : float or array, optional
-        Global mu at theta*; needed for metric "dist2".
-    eta_g : float or array, optional
-        Server step size.
+    L, mu, eta_g
+        See Common parameters.
     metric : {"subopt", "grad_norm_sq", "dist2"}, optional
         Other metrics via `sgd_noise_floor` (grad_norm_sq <= eta eta_g L sigma2/(2 n b),
         dist2 <= eta eta_g sigma2/(2 mu n b)).
@@ -368,7 +385,7 @@ def noise_floor(eta, sigma2, b, n, L=None, mu=None, *, eta_g=1.0, metric="subopt
     Returns
     -------
     float or array
-        The floor, broadcast over the arguments.
+        The noise floor (broadcast over the arguments).
 
     Raises
     ------
@@ -407,29 +424,17 @@ def participation_floor(eta, S, n, zeta2, L=None, mu=None, *, E=1, eta_g=1.0, me
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    S : int or array
-        Participants per round, 1 <= S <= n.
-    n : int or array
-        Number of clients.
+    eta, S, n
+        See Common parameters.
     zeta2 : float or array
-        Heterogeneity at the optimum, sum_i w_i ||grad f_i(theta*)||^2 (w_i = 1/n).
-    L : float or array, optional
-        Global smoothness L; needed for metric "grad_norm_sq".
-    mu : float or array, optional
-        Global mu at theta*; needed for metric "dist2".
-    E : int or array, optional
-        Local steps per round.
-    eta_g : float or array, optional
-        Server step size.
-    metric : {"subopt", "grad_norm_sq", "dist2"}, optional
-        As in `sgd_noise_floor`.
+        Heterogeneity at the optimum with w_i = 1/n.
+    L, mu, E, eta_g, metric
+        See Common parameters (metric as in `sgd_noise_floor`).
 
     Returns
     -------
     float or array
-        The floor, broadcast over the arguments.
+        The participation floor, broadcast over the arguments; 0 when S = n.
 
     Raises
     ------
@@ -473,16 +478,12 @@ def drift_floor(eta, E, zeta2, L, mu=None, *, metric="subopt") -> ArrayLike:
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    E : int or array
-        Local steps per round.
-    zeta2 : float or array
-        Heterogeneity at the optimum, sum_i w_i ||grad f_i(theta*)||^2.
+    eta, E, zeta2
+        See Common parameters.
     L : float or array
         L_max = max_i L_i, the largest client smoothness (per-client constant, not the global L).
     mu : float or array, optional
-        Global mu at theta*; needed for metric "dist2".
+        Needed for metric "dist2" (see Common parameters).
     metric : {"subopt", "grad_norm_sq", "dist2"}, optional
         Which of the three bounds above.
 
@@ -539,10 +540,8 @@ def drift_floor_exact(eta, E, hessians, grads, weights=None, *, metric="subopt")
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    E : int or array
-        Local steps per round.
+    eta, E
+        See Common parameters.
     hessians : array_like
         Client Hessians H_i at theta*, shape [n, d, d].
     grads : array_like
@@ -609,10 +608,8 @@ def drift_fixed_point_quadratic(eta, E, hessians, centers, weights=None) -> np.n
 
     Parameters
     ----------
-    eta : float
-        Local step size (a scalar).
-    E : int
-        Local steps per round.
+    eta, E
+        See Common parameters (here eta is a scalar).
     hessians : array_like
         A_i, shape [n, d, d].
     centers : array_like
@@ -659,10 +656,8 @@ def mean_delay(q_max, delay: str = "uniform") -> ArrayLike:
 
     Parameters
     ----------
-    q_max : int or array
-        Largest delay, in rounds.
-    delay : {"uniform", "max"}, optional
-        Delay distribution.
+    q_max, delay
+        See Common parameters.
 
     Returns
     -------
@@ -698,7 +693,7 @@ def lag_weight_moments(q_max: int, weights, delay: str = "uniform") -> tuple[np.
     Parameters
     ----------
     q_max : int
-        Largest delay, >= 0.
+        Largest delay (see Common parameters).
     weights : array_like
         Aggregation weights w_i of the participants, shape [S] (normalised here).
     delay : {"uniform", "max"}, optional
@@ -817,10 +812,8 @@ def staleness_floor_exact(eta, hessian, noise_cov, q_max, weights, *, E=1, eta_g
         (delay='max').
     weights : array_like
         Aggregation weights of the participants, shape [S] (normalised here).
-    E : int, optional
-        Local steps per round.
-    eta_g : float, optional
-        Server step size.
+    E, eta_g
+        See Common parameters.
     rule : {"model_average", "delta"}, optional
         'model_average': the server averages the returned models; 'delta': it applies the averaged
         deltas.
@@ -912,10 +905,8 @@ def staleness_model_factor(q_max, sum_w2, *, eta_g=1.0, delay="uniform", small=1
         Largest delay, >= 0.
     sum_w2 : float
         sum_i w_i^2 of the normalised aggregation weights (1/S for S equal participants).
-    eta_g : float, optional
-        Server step size.
-    delay : {"uniform", "max"}, optional
-        Delay distribution.
+    eta_g, delay
+        See Common parameters.
     small : float, optional
         The eta h at which the ratio is computed.
 
@@ -957,19 +948,15 @@ def staleness_floor(eta, q_max, base_floor, curvature, *, E=1, eta_g=1.0, rule="
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    q_max : int or array
-        Largest delay.
+    eta, q_max
+        See Common parameters.
     base_floor : float or array
         The floor without delays (noise_floor + participation_floor).
     curvature : float or array
         kappa = tr(H C)/tr(C) (`noise_curvature`) for the delta rule; kappa <= L (global), so passing
         L gives an upper bound. Not used by the model_average rule.
-    E : int or array, optional
-        Local steps per round.
-    eta_g : float, optional
-        Server step size.
+    E, eta_g
+        See Common parameters.
     rule : {"delta", "model_average"}, optional
         How the server combines the stale updates (below).
     delay : {"uniform", "max"}, optional
@@ -980,7 +967,7 @@ def staleness_floor(eta, q_max, base_floor, curvature, *, E=1, eta_g=1.0, rule="
     Returns
     -------
     float or array
-        The floor, broadcast over the arguments.
+        The floor with delays, broadcast over the arguments.
 
     Raises
     ------
@@ -1070,14 +1057,8 @@ def feddpo_floor(eta, c: Constants, *, E=1, S=None, b=1, eta_g=1.0, q_max=0, rul
         Local step size.
     c : Constants
         Uses c.l_max (per-client L_max, drift), c.L (global L, staleness), c.sigma2, c.zeta2, c.n.
-    E : int or array, optional
-        Local steps per round.
-    S : int, optional
-        Participants per round, 1 <= S <= n; None means n.
-    b : int, optional
-        Batch size.
-    eta_g : float, optional
-        Server step size.
+    E, S, b, eta_g
+        See Common parameters.
     q_max : int, optional
         Largest delay (0: no staleness).
     rule : {"delta", "model_average"}, optional
@@ -1127,10 +1108,8 @@ def consensus_heterogeneity(eta, zeta2, p, tau=1) -> ArrayLike:
         Local step size.
     zeta2 : float or array
         Heterogeneity with uniform weights at the optimum of the uniform average.
-    p : float or array
-        Spectral gap 1 - rho^2, in [0, 1].
-    tau : int or array, optional
-        Local steps between gossip rounds.
+    p, tau
+        See Common parameters (tau: local steps between gossip rounds).
 
     Returns
     -------
@@ -1176,28 +1155,20 @@ def consensus_noise(eta, sigma2, b, p, tau=1, n=None) -> ArrayLike:
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    sigma2 : float or array
-        Per-sample gradient variance at theta*.
-    b : int or array
-        Batch size.
-    p : float or array
-        Spectral gap 1 - rho^2, in [0, 1].
-    tau : int or array, optional
-        Local steps between gossip rounds.
+    eta, sigma2, b, p, tau
+        See Common parameters (sigma2 at theta*; tau: local steps between gossip rounds).
     n : int or array, optional
         Number of clients; the factor (n-1)/n is dropped when n is None.
 
     Returns
     -------
     float or array
-        The bound; inf for p = 0 with noise.
+        The bound; inf for p = 0 with noise (sigma2 > 0).
 
     Raises
     ------
     ConfigError
-        If p is outside [0, 1].
+        If the spectral gap p is outside [0, 1].
 
     Notes
     -----
@@ -1241,13 +1212,13 @@ def spectral_consensus(eta, W, client_grads_at_opt, *, tau=1, noise_traces=None,
     Parameters
     ----------
     eta : float or array
-        Local step size.
+        Local step size (see Common parameters).
     W : array_like
         Symmetric doubly stochastic mixing matrix, shape [n, n].
     client_grads_at_opt : array_like
         G, client gradients at the optimum, shape [n, d] (centred here: only heterogeneity matters).
     tau : int, optional
-        Local steps between gossip rounds.
+        Local steps between gossip rounds (see Common parameters).
     noise_traces : float or array_like, optional
         Per-client trace of the minibatch-gradient covariance (sigma_i^2 / b), scalar or [n];
         s_k = sum_i v_ki^2 s_i. None means no noise.
@@ -1321,10 +1292,8 @@ def jiang_consensus_scaling(eta, p, G2=1.0) -> ArrayLike:
 
     Parameters
     ----------
-    eta : float or array
-        Local step size.
-    p : float or array
-        Spectral gap 1 - rho^2.
+    eta, p
+        See Common parameters.
     G2 : float or array, optional
         Gradient bound of the theorem; sigma2/b (+ tau zeta2/p for heterogeneous data) is the natural
         instantiation.
@@ -1436,12 +1405,8 @@ def trajectory_gradient_bound(beta, B, H) -> ArrayLike:
 
     Parameters
     ----------
-    beta : float or array
-        DPO temperature.
-    B : float or array
-        Bound on the feature norm, ||phi|| <= B.
-    H : int or array
-        Horizon.
+    beta, B, H
+        As in `trajectory_smoothness_bound` (DPO temperature, feature-norm bound, horizon).
 
     Returns
     -------
@@ -1480,10 +1445,8 @@ def koloskova_step_limit(c: Constants, *, tau=1, p=1.0, c_step=KOLOSKOVA_C_STEP)
     ----------
     c : Constants
         Uses c.l_sample (per-sample L_sample).
-    tau : int or array, optional
-        Local steps between communications.
-    p : float or array, optional
-        Spectral gap 1 - rho^2 (1 for local SGD / FedAvg).
+    tau, p
+        See Common parameters.
     c_step : float, optional
         The constant c of the step condition (`KOLOSKOVA_C_STEP`, our reading: uncertain).
 
@@ -1516,16 +1479,8 @@ def koloskova_bound(T, c: Constants, *, tau=1, p=1.0, b=1, eta=None, regime="str
         Local iterations.
     c : Constants
         Uses c.l_sample (per-sample L_sample), c.mu_g (global mu), c.sigma2, c.zeta2, c.dist2, c.F0, c.n.
-    tau : int or array, optional
-        Local steps between communications.
-    p : float or array, optional
-        Spectral gap 1 - rho^2 (1 for local SGD / FedAvg).
-    b : int or array, optional
-        Batch size.
-    eta : float or array, optional
-        Constant step; None for the tuned step.
-    regime : {"strongly_convex", "convex", "nonconvex"}, optional
-        Which bound.
+    tau, p, b, eta, regime
+        See Common parameters.
     n_eff : int or array, optional
         Number of gradients averaged per step; None means c.n.
     extra_variance : float or array, optional
@@ -1627,23 +1582,15 @@ def feddpo_bound(R, c: Constants, *, E=1, S=None, b=1, eta=None, regime="strongl
         Communication rounds (T = R E local iterations).
     c : Constants
         Uses c.l_sample (per-sample L_sample), c.mu_g (global mu) and the rest as `koloskova_bound`.
-    E : int, optional
-        Local steps per round.
-    S : int, optional
-        Participants per round, 1 <= S <= n; None means n.
-    b : int, optional
-        Batch size.
-    eta : float or array, optional
-        Constant step; None for the tuned step.
-    regime : {"strongly_convex", "convex", "nonconvex"}, optional
-        Which bound.
+    E, S, b, eta, regime
+        See Common parameters.
     const, c_step : float, optional
         As in `koloskova_bound`.
 
     Returns
     -------
     float or array
-        The bound; NaN where eta is above the step limit.
+        The bound after R rounds; NaN where eta is above the step limit.
 
     Raises
     ------
@@ -1671,26 +1618,22 @@ def decdpo_bound(R, c: Constants, *, p, tau=1, b=1, eta=None, regime="strongly_c
     Parameters
     ----------
     R : int or array
-        Gossip rounds (T = R tau local iterations).
+        Gossip rounds, of tau local iterations each (T = R tau).
     c : Constants
         Uses c.l_sample (per-sample L_sample), c.mu_g (global mu) and the rest as `koloskova_bound`.
-    p : float or array
-        Spectral gap 1 - rho^2 of the mixing matrix.
+    p
+        See Common parameters.
     tau : int, optional
         Local steps per gossip round.
-    b : int, optional
-        Batch size.
-    eta : float or array, optional
-        Constant step; None for the tuned step.
-    regime : {"strongly_convex", "convex", "nonconvex"}, optional
-        Which bound.
+    b, eta, regime
+        See Common parameters.
     const, c_step : float, optional
-        As in `koloskova_bound`.
+        The hidden constant and the step-condition constant of `koloskova_bound`.
 
     Returns
     -------
     float or array
-        The bound; NaN where eta is above the step limit.
+        The bound after R gossip rounds; NaN where eta is above the step limit.
 
     Raises
     ------
@@ -1717,16 +1660,12 @@ def fedavg_li_bound(R, c: Constants, *, E=1, S=None, b=1, G2=None, Gamma=None) -
 
     Parameters
     ----------
-    R : int or array
-        Communication rounds.
+    R
+        See Common parameters.
     c : Constants
         Uses c.l_max (per-client L_max), c.mu_g (global mu), c.sigma2, c.zeta2, c.dist2, c.n.
-    E : int or array, optional
-        Local steps per round.
-    S : int, optional
-        Participants per round, 1 <= S <= n; None means n.
-    b : int, optional
-        Batch size.
+    E, S, b
+        See Common parameters.
     G2 : float, optional
         Bound on E||grad F_i(theta, xi)||^2 along the run; None means zeta2 + sigma2/b (see Notes).
     Gamma : float, optional
@@ -1784,25 +1723,20 @@ def scaffold_bound(R, c: Constants, *, E=1, S=None, b=1, regime="strongly_convex
 
     Parameters
     ----------
-    R : int or array
-        Communication rounds.
+    R
+        See Common parameters.
     c : Constants
-        Uses c.l_max (per-client L_max), c.mu_g (global mu), c.sigma2, c.dist2, c.F0, c.n.
-    E : int or array, optional
-        Local steps per round.
-    S : int or array, optional
-        Participants per round; None means n.
-    b : int, optional
-        Batch size.
-    regime : {"strongly_convex", "convex", "nonconvex"}, optional
-        Which bound.
+        Uses c.l_max (per-client L_max: every f_i beta-smooth), c.mu_g (global mu: every f_i
+        mu-convex), c.sigma2, c.dist2, c.F0, c.n.
+    E, S, b, regime
+        See Common parameters.
     const : float, optional
         The O~(.) constant.
 
     Returns
     -------
     float or array
-        The bound.
+        The bound of SCAFFOLD after R rounds.
 
     Raises
     ------
@@ -1812,7 +1746,6 @@ def scaffold_bound(R, c: Constants, *, E=1, S=None, b=1, regime="strongly_convex
     Notes
     -----
     Uncertain constant: O~(.) constants set to `const` = 1 (the 30 and 162 are as we read Thm III).
-    Constants: L = c.l_max (every f_i beta-smooth), mu = c.mu_g (every f_i mu-convex).
 
     Examples
     --------
@@ -1849,33 +1782,29 @@ def gradient_tracking_bound(R, c: Constants, *, p, c_w=1.0, b=1, regime="strongl
     R : int or array
         Iterations (one gossip each).
     c : Constants
-        Uses c.l_max (per-client L_max), c.mu_g (global mu), c.sigma2, c.dist2, c.F0, c.n.
-    p : float or array
-        Spectral gap 1 - rho^2 of the mixing matrix.
+        Uses c.l_max (per-client L_max: every f_i L-smooth), c.mu_g (global mu: every f_i mu-strongly
+        convex), c.sigma2, c.dist2, c.F0, c.n.
+    p
+        See Common parameters.
     c_w : float, optional
         The theorem's mixing constant (>= p).
-    b : int, optional
-        Batch size.
-    regime : {"strongly_convex", "convex", "nonconvex"}, optional
-        Which bound.
-    const : float, optional
-        The O~(.) constant.
+    b, regime, const
+        See Common parameters (const: the O~(.) constant).
 
     Returns
     -------
     float or array
-        The bound.
+        The bound after R iterations.
 
     Raises
     ------
     ConfigError
-        Unknown regime.
+        If regime is not "strongly_convex", "convex" or "nonconvex".
 
     Notes
     -----
     Uncertain constant: O~(.) constants set to 1 and the definition of c_w as we read it; checked
     numerically in the claim registry.
-    Constants: L = c.l_max (every f_i L-smooth), mu = c.mu_g (every f_i mu-strongly convex).
 
     Examples
     --------
@@ -1909,27 +1838,24 @@ def minibatch_sgd_bound(R, c: Constants, *, E=1, b=1, regime="strongly_convex") 
     R : int or array
         Communication rounds (one minibatch step each).
     c : Constants
-        Uses c.l_sample (per-sample L_sample), c.mu_g (global mu), c.sigma2, c.dist2, c.F0, c.n.
+        Uses c.l_sample (per-sample L_sample: sigma2 at the optimum), c.mu_g (global mu), c.sigma2,
+        c.dist2, c.F0, c.n.
     E : int or array, optional
         Local steps of the compared local method (batch n E b).
     b : int, optional
         Batch size per client and local step.
-    regime : {"strongly_convex", "convex", "nonconvex"}, optional
-        Which bound.
+    regime
+        See Common parameters.
 
     Returns
     -------
     float or array
-        The bound.
+        The bound of minibatch SGD after R rounds.
 
     Raises
     ------
     ConfigError
         Unknown regime.
-
-    Notes
-    -----
-    Constants: L = c.l_sample (per-sample smoothness: sigma2 at the optimum), mu = c.mu_g.
 
     Examples
     --------
@@ -1958,21 +1884,20 @@ def local_sgd_woodworth_bound(R, c: Constants, *, E=1, b=1, regime="strongly_con
 
     Parameters
     ----------
-    R : int or array
-        Communication rounds.
+    R
+        See Common parameters.
     c : Constants
-        Uses c.l_sample (per-sample L_sample), c.mu_g (global mu), c.sigma2, c.zeta2, c.dist2, c.n.
-    E : int or array, optional
-        Local steps per round.
-    b : int, optional
-        Batch size.
+        Uses c.l_sample (per-sample L_sample: every sample's loss H-smooth and convex), c.mu_g (global
+        mu), c.sigma2, c.zeta2, c.dist2, c.n.
+    E, b
+        See Common parameters.
     regime : {"strongly_convex", "convex"}, optional
         Which bound ("nonconvex" is refused).
 
     Returns
     -------
     float or array
-        The bound.
+        The bound of local SGD after R rounds.
 
     Raises
     ------
@@ -1982,7 +1907,6 @@ def local_sgd_woodworth_bound(R, c: Constants, *, E=1, b=1, regime="strongly_con
     Notes
     -----
     Uncertain constant: all set to 1.
-    Constants: L = c.l_sample (every sample's loss H-smooth and convex), mu = c.mu_g.
 
     Examples
     --------

@@ -27,6 +27,26 @@ Estimators (docs/theory.md, "Estimated constants and predictions"):
 
 The optimum point is theta* when `oracle.constants` exists, the point given by `at` (e.g. the
 averaged model of a run), or else the lowest-loss point of the descent.
+
+Common parameters
+-----------------
+The functions below name these and add only what is particular to them:
+
+oracle : Oracle
+    Any oracle (theory_lab/oracle.py).
+theta : torch.Tensor
+    One model per replica, [S, P].
+ops : HessianOps
+    The Hessian products at the point of interest.
+gen : torch.Generator
+    Generator of the power iteration's random start (or of the minibatch draws).
+iters : int, optional
+    Largest number of power iterations.
+rtol : float, optional
+    Relative residual at which to stop.
+
+The examples run on ``SyntheticOracle(problem.example_problem())`` (`synthetic.problem.example_problem`:
+S = 2 replicas, N = 2 clients, P = 3 parameters; exact constants known).
 """
 
 from __future__ import annotations
@@ -120,11 +140,7 @@ class Estimates:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> est = estimate_constants(oracle, draws=16)
     >>> est.theta.shape, est.client_grads.shape, est.sigma2_clients.shape, est.f_star_exact
     (torch.Size([2, 3]), torch.Size([2, 2, 3]), (2, 2), True)
@@ -161,11 +177,7 @@ class Estimates:
 
         Examples
         --------
-        >>> from synthetic.problem import ProblemConfig, build_problem
-        >>> from synthetic.oracle import SyntheticOracle
-        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-        ...                     heterogeneity=1.0, l2=0.1)
-        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
         >>> est = estimate_constants(oracle, draws=16)
         >>> est.get("mu") is est.mu
         True
@@ -184,11 +196,7 @@ class Estimates:
 
         Examples
         --------
-        >>> from synthetic.problem import ProblemConfig, build_problem
-        >>> from synthetic.oracle import SyntheticOracle
-        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-        ...                     heterogeneity=1.0, l2=0.1)
-        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
         >>> d = estimate_constants(oracle, batch_size=4, draws=16).to_dict()
         >>> list(d)[:8]
         ['L', 'mu', 'sigma2', 'zeta2', 'F0', 'L_opt', 'f_star', 'f_star_exact']
@@ -214,10 +222,8 @@ def global_loss(oracle, theta: torch.Tensor) -> torch.Tensor:
 
     Parameters
     ----------
-    oracle : Oracle
-        Any oracle (theory_lab/oracle.py).
-    theta : torch.Tensor
-        One model per replica, [S, P].
+    oracle, theta
+        See Common parameters.
 
     Returns
     -------
@@ -226,11 +232,7 @@ def global_loss(oracle, theta: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> global_loss(oracle, oracle.init_params())  # theta_0 = theta_ref = 0: loss log 2
     tensor([0.6931, 0.6931], dtype=torch.float64)
     >>> bool((global_loss(oracle, oracle.constants.theta_star) < 0.6931).all())
@@ -249,10 +251,8 @@ def client_grads(oracle, theta: torch.Tensor) -> torch.Tensor:
 
     Parameters
     ----------
-    oracle : Oracle
-        Any oracle (theory_lab/oracle.py).
-    theta : torch.Tensor
-        One model per replica, [S, P]; every client is evaluated at it.
+    oracle, theta
+        See Common parameters; every client is evaluated at theta.
 
     Returns
     -------
@@ -261,11 +261,7 @@ def client_grads(oracle, theta: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> G = client_grads(oracle, oracle.constants.theta_star)
     >>> G.shape
     torch.Size([2, 2, 3])
@@ -292,11 +288,7 @@ def weighted(oracle, G: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> oracle.weights                                        # equal client sizes
     tensor([[0.5000, 0.5000],
             [0.5000, 0.5000]], dtype=torch.float64)
@@ -315,10 +307,8 @@ def heterogeneity(oracle, theta: torch.Tensor, G: torch.Tensor | None = None) ->
 
     Parameters
     ----------
-    oracle : Oracle
-        Any oracle (theory_lab/oracle.py).
-    theta : torch.Tensor
-        One model per replica, [S, P].
+    oracle, theta
+        See Common parameters.
     G : torch.Tensor or None, optional
         The client gradients at theta, [S, N, P], if already computed (`client_grads`).
 
@@ -329,11 +319,7 @@ def heterogeneity(oracle, theta: torch.Tensor, G: torch.Tensor | None = None) ->
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> z = heterogeneity(oracle, oracle.constants.theta_star)
     >>> z.shape, bool(torch.allclose(z, oracle.constants.zeta2))
     (torch.Size([2]), True)
@@ -378,7 +364,7 @@ class HessianOps:
     Parameters
     ----------
     oracle : Oracle
-        Any oracle (theory_lab/oracle.py).
+        See Common parameters.
     theta : torch.Tensor
         The point of the Hessians, [S, P].
     fd_eps : float or None, optional
@@ -401,11 +387,7 @@ class HessianOps:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> theta = oracle.constants.theta_star
     >>> exact, fd = HessianOps(oracle, theta), HessianOps(oracle, theta, exact=False)
     >>> exact.exact, fd.exact
@@ -448,11 +430,7 @@ class HessianOps:
 
         Examples
         --------
-        >>> from synthetic.problem import ProblemConfig, build_problem
-        >>> from synthetic.oracle import SyntheticOracle
-        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-        ...                     heterogeneity=1.0, l2=0.1)
-        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
         >>> ops = HessianOps(oracle, oracle.constants.theta_star, exact=False)
         >>> U = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         >>> HU = ops.client_hvp(U)
@@ -486,11 +464,7 @@ class HessianOps:
 
         Examples
         --------
-        >>> from synthetic.problem import ProblemConfig, build_problem
-        >>> from synthetic.oracle import SyntheticOracle
-        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-        ...                     heterogeneity=1.0, l2=0.1)
-        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
         >>> ops = HessianOps(oracle, oracle.constants.theta_star)   # closed form
         >>> V = torch.eye(3, dtype=torch.float64)[:2]
         >>> bool(torch.allclose(ops.hvp(V), torch.stack([ops.Hbar[0, :, 0], ops.Hbar[1, :, 1]])))
@@ -517,11 +491,7 @@ class HessianOps:
 
         Examples
         --------
-        >>> from synthetic.problem import ProblemConfig, build_problem
-        >>> from synthetic.oracle import SyntheticOracle
-        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-        ...                     heterogeneity=1.0, l2=0.1)
-        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
         >>> theta = oracle.constants.theta_star
         >>> V = torch.nn.functional.normalize(torch.ones(2, 3, dtype=torch.float64), dim=-1)
         >>> bool((HessianOps(oracle, theta, exact=False).fd_error(V) < 1e-8).all())
@@ -562,14 +532,9 @@ class HessianOps:
 
         Examples
         --------
-        >>> from synthetic.problem import ProblemConfig, build_problem
-        >>> from synthetic.oracle import SyntheticOracle
-        >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-        ...                     heterogeneity=1.0, l2=0.1)
-        >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+        >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
         >>> ops = HessianOps(oracle, oracle.constants.theta_star, exact=False)
-        >>> V = torch.ones(2, 3, dtype=torch.float64)
-        >>> u, res = ops.solve(V)
+        >>> u, res = ops.solve(torch.ones(2, 3, dtype=torch.float64))
         >>> u.shape, bool((res < 1e-8).all())
         (torch.Size([2, 3]), True)
         """
@@ -611,14 +576,12 @@ def power_iteration(apply, dim_shape, gen: torch.Generator, dtype, iters: int = 
         v [S, P] -> A v [S, P], A symmetric per replica.
     dim_shape : tuple of int
         Shape of v, (S, P).
-    gen : torch.Generator
-        Generator of the random start.
+    gen
+        See Common parameters.
     dtype : torch.dtype
         dtype of v.
-    iters : int, optional
-        Largest number of iterations (one `apply` each).
-    rtol : float, optional
-        Relative residual at which to stop.
+    iters, rtol
+        See Common parameters (one `apply` per iteration).
 
     Returns
     -------
@@ -663,14 +626,8 @@ def largest_eig(ops: HessianOps, gen, iters=100, rtol=1e-8):
 
     Parameters
     ----------
-    ops : HessianOps
-        The Hessian products at the point of interest.
-    gen : torch.Generator
-        Generator of the power iteration's random start.
-    iters : int, optional
-        Largest number of power iterations.
-    rtol : float, optional
-        Relative residual at which to stop.
+    ops, gen, iters, rtol
+        See Common parameters.
 
     Returns
     -------
@@ -683,14 +640,9 @@ def largest_eig(ops: HessianOps, gen, iters=100, rtol=1e-8):
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> theta = oracle.constants.theta_star
-    >>> ops = HessianOps(oracle, theta, exact=False)
-    >>> lam, err, it = largest_eig(ops, torch.Generator().manual_seed(0))
+    >>> lam, err, it = largest_eig(HessianOps(oracle, theta, exact=False), torch.Generator().manual_seed(0))
     >>> bool((abs(lam - oracle.hessian_max_eig_at(theta)) <= err + 1e-10).all())
     True
     """
@@ -707,37 +659,24 @@ def smallest_eig(ops: HessianOps, top: torch.Tensor, gen, iters=300, rtol=1e-8):
 
     Parameters
     ----------
-    ops : HessianOps
-        The Hessian products at the point of interest.
+    ops, gen, iters
+        See Common parameters.
     top : torch.Tensor
         |lambda_max| of the same Hessian, [S] (from `largest_eig`).
-    gen : torch.Generator
-        Generator of the power iteration's random start.
-    iters : int, optional
-        Largest number of power iterations.
     rtol : float, optional
         Relative residual (of s I - H) at which to stop.
 
     Returns
     -------
-    lam : torch.Tensor
-        Smallest eigenvalue of sum_i w_i H_i, [S].
-    uncertainty : torch.Tensor
-        [S].
-    iterations : int
-        Power iterations used.
+    (lam, uncertainty, iterations)
+        As `largest_eig`'s, with lam the smallest eigenvalue of sum_i w_i H_i, [S].
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> ops = HessianOps(oracle, oracle.constants.theta_star, exact=False)
     >>> gen = torch.Generator().manual_seed(0)
-    >>> top, _, _ = largest_eig(ops, gen)
-    >>> mu, err, it = smallest_eig(ops, top, gen)
+    >>> mu, err, it = smallest_eig(ops, largest_eig(ops, gen)[0], gen)
     >>> bool((abs(mu - oracle.constants.mu) <= err + 1e-10).all())  # mu is taken at theta*
     True
     """
@@ -762,14 +701,12 @@ def minibatch_variance(oracle, theta: torch.Tensor, batch_size: int, draws: int,
     ----------
     oracle : Oracle
         Any oracle with minibatch gradients and `sample_batch`.
-    theta : torch.Tensor
-        The point, [S, P].
+    theta, gen
+        See Common parameters (gen: of the minibatch draws).
     batch_size : int
         b, pairs per client per minibatch, >= 1.
     draws : int
         Number of minibatches, >= 2.
-    gen : torch.Generator
-        Generator of the minibatch draws.
     G : torch.Tensor or None, optional
         Exact client gradients at theta, [S, N, P], if already computed.
 
@@ -789,11 +726,7 @@ def minibatch_variance(oracle, theta: torch.Tensor, batch_size: int, draws: int,
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> s2, se, s2_i = minibatch_variance(oracle, oracle.constants.theta_star, 4, 32,
     ...                                   torch.Generator().manual_seed(0))
     >>> s2.shape, s2_i.shape
@@ -828,7 +761,7 @@ def descend(oracle, theta0: torch.Tensor, steps: int, step0: torch.Tensor):
     Parameters
     ----------
     oracle : Oracle
-        Any oracle (theory_lab/oracle.py).
+        See Common parameters.
     theta0 : torch.Tensor
         Start, [S, P].
     steps : int
@@ -847,11 +780,7 @@ def descend(oracle, theta0: torch.Tensor, steps: int, step0: torch.Tensor):
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> best, f_best, g_best = descend(oracle, oracle.init_params(), 50, 1.0 / oracle.constants.L)
     >>> bool(torch.allclose(f_best, oracle.constants.f_star)), bool((g_best.norm(dim=-1) < 1e-6).all())
     (True, True)
@@ -946,15 +875,11 @@ def estimate_constants(oracle, *, batch_size: int = 8, draws: int = 64, power_it
     Raises
     ------
     ConfigError
-        batch_size < 1 or draws < 2.
+        batch_size < 1 or draws < 2 (from `minibatch_variance`).
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> est = estimate_constants(oracle, draws=16)
     >>> exact = exact_values(oracle)
     >>> est.L.value.round(4), exact["L"].round(4)
@@ -1043,11 +968,7 @@ def exact_values(oracle) -> dict[str, np.ndarray] | None:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> x = exact_values(oracle)
     >>> list(x), x["zeta2"].shape
     (['L', 'mu', 'sigma2', 'zeta2', 'F0'], (2,))
@@ -1080,11 +1001,7 @@ def comparison(est: Estimates, exact: dict | None) -> dict:
 
     Examples
     --------
-    >>> from synthetic.problem import ProblemConfig, build_problem
-    >>> from synthetic.oracle import SyntheticOracle
-    >>> cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5,
-    ...                     heterogeneity=1.0, l2=0.1)
-    >>> oracle = SyntheticOracle(build_problem(cfg, seeds=[0, 1]))  # S = 2, N = 2, P = 3
+    >>> from synthetic import SyntheticOracle, problem; oracle = SyntheticOracle(problem.example_problem())
     >>> rows = comparison(estimate_constants(oracle, draws=16), exact_values(oracle))
     >>> list(rows["L"])
     ['estimate', 'stderr', 'exact', 'ratio', 'z']

@@ -421,6 +421,11 @@ class Topology:
     time_varying : bool
         period > 1.
 
+    Common parameters
+    -----------------
+    t : int, optional
+        Communication round (0-based) of the per-round methods; taken modulo the period.
+
     Examples
     --------
     >>> top = Topology("ring", 4, build_graph("ring", 4), [mixing_matrix(build_graph("ring", 4))])
@@ -441,7 +446,7 @@ class Topology:
         Parameters
         ----------
         t : int, optional
-            Communication round (0-based); taken modulo the period.
+            The round (see Common parameters).
 
         Returns
         -------
@@ -467,7 +472,7 @@ class Topology:
         Parameters
         ----------
         t : int, optional
-            Communication round; taken modulo the period.
+            The round whose W(t) is analysed (see Common parameters).
 
         Returns
         -------
@@ -511,7 +516,7 @@ class Topology:
         Parameters
         ----------
         t : int, optional
-            Communication round; taken modulo the period.
+            The round whose messages are counted (see Common parameters).
 
         Returns
         -------
@@ -534,7 +539,7 @@ class Topology:
         Parameters
         ----------
         t : int, optional
-            Communication round; taken modulo the period.
+            The round whose receive lists are given (see Common parameters).
 
         Returns
         -------
