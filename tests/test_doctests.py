@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["theory_lab.algorithms.params", "theory_lab.bounds", "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules",
+MODULES = ["synthetic.problem", "theory_lab.algorithms.params", "theory_lab.bounds", "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules",
            "llm.model"]
 
 
