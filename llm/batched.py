@@ -28,7 +28,7 @@ import functools
 import torch
 
 from llm.config import CLIENT_BATCHING
-from llm.dpo import dpo_loss, shared_prompt_logps
+from llm.dpo import dpo_loss
 
 __all__ = ["CLIENT_BATCHING", "batched_losses", "client_rows", "stack_layout_error", "stacked_adapters"]
 
@@ -72,7 +72,7 @@ def stacked_adapters(model, lora, W: torch.Tensor, group: int):
 def client_rows(sets, idx: list[torch.Tensor]):
     """input_ids, attention_mask, response_mask [2·K·g, T] of pairs idx[k] of client set sets[k]
     (g = len(idx[k]), the same for all), laid out [chosen rows of clients 0..K-1, then their
-    rejected rows]: what shared_prompt_logps takes (pair j's rows j and K·g + j), grouped by client
+    rejected rows]: what llm.dpo's log-probs take (pair j's rows j and K·g + j), grouped by client
     within each side. Sets of different widths are right-padded (masked: exact under causal
     attention)."""
     T = max(tp.input_ids.shape[1] for tp in sets)
@@ -107,7 +107,7 @@ def batched_losses(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tens
                 chunk = [idx[k][j0:j0 + pairs] for k in ks]
                 g = len(chunk[0])
                 with stacked_adapters(oracle.model, oracle._lora, W[ks.start:ks.stop], g):
-                    c, r = shared_prompt_logps(oracle.model, *client_rows([oracle.train[ids[k]] for k in ks], chunk))
+                    c, r = oracle._pair_logps(*client_rows([oracle.train[ids[k]] for k in ks], chunk))
                 ref = torch.cat([oracle.ref_train[ids[k]][i.to(oracle.ref_train[ids[k]].device)]
                                  for k, i in zip(ks, chunk)])
                 losses = dpo_loss(c, r, ref[:, 0], ref[:, 1], oracle.beta, oracle.loss_type)[0]

@@ -47,9 +47,10 @@ class FedPDPOOracle(LLMOracle):
 
     def __init__(self, model, train: list, heldout: list, beta: float, personal: PersonalConfig | None = None,
                  loss_type: str = "sigmoid", eval_batch_size: int = 16, device=None, seed: int = 0,
-                 client_batching: str = "auto", max_rows_per_forward: int = 256):
+                 client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto"):
         super().__init__(model, train, heldout, beta, loss_type, eval_batch_size, device,
-                         client_batching=client_batching, max_rows_per_forward=max_rows_per_forward)
+                         client_batching=client_batching, max_rows_per_forward=max_rows_per_forward,
+                         prefix_sharing=prefix_sharing)
         self.cfg = personal if personal is not None else PersonalConfig(enabled=True)
         self.cfg.validate()
         base = model.get_base_model()
@@ -370,7 +371,8 @@ def build_fedpdpo_oracle(cfg, personal: PersonalConfig | None = None) -> FedPDPO
 
     oracle = FedPDPOOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs], cfg.beta,
                            personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed,
-                           client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward)
+                           client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward,
+                           prefix_sharing=cfg.prefix_sharing)
     oracle.data_summary = data_summary(cfg)
     return oracle
 

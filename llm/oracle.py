@@ -26,7 +26,8 @@ import torch
 from torch.nn.utils import parameters_to_vector
 
 from llm.batched import CLIENT_BATCHING, batched_losses, stack_layout_error
-from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, shared_prompt_logps
+from llm.config import PREFIX_SHARING
+from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, sequence_logps, shared_prompt_logps
 from llm.model import (add_lora, fold_into_base, load_model, lora_modules, resolve_device, set_trainable_vector,
                        trainable_parameters)
 from theory_lab.errors import ConfigError
@@ -47,7 +48,7 @@ class LLMOracle:
 
     def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
                  eval_batch_size: int = 16, device: str | torch.device | None = None,
-                 client_batching: str = "auto", max_rows_per_forward: int = 256):
+                 client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto"):
         if not hasattr(model, "disable_adapter"):
             raise TypeError("LLMOracle needs a peft model (llm.model.add_lora): the reference is the "
                             "model with its adapters disabled")
@@ -65,6 +66,8 @@ class LLMOracle:
             raise ConfigError("llm.eval_batch_size", f"must be >= 1, got {eval_batch_size}")
         if client_batching not in CLIENT_BATCHING:
             raise ConfigError("llm.client_batching", f"must be one of {', '.join(CLIENT_BATCHING)}, got {client_batching!r}")
+        if prefix_sharing not in PREFIX_SHARING:
+            raise ConfigError("llm.prefix_sharing", f"must be one of {', '.join(PREFIX_SHARING)}, got {prefix_sharing!r}")
         if max_rows_per_forward < 2:
             raise ConfigError("llm.max_rows_per_forward", f"must be >= 2 (one pair), got {max_rows_per_forward}")
         self.model = model
@@ -77,6 +80,7 @@ class LLMOracle:
             raise ValueError(f"trainable parameters have mixed dtypes {dtypes}")
         self.device = torch.device(device) if device is not None else self.params[0].device
         self.beta, self.loss_type, self.eval_batch_size = float(beta), loss_type, int(eval_batch_size)
+        self.prefix_sharing = prefix_sharing == "on" or (prefix_sharing == "auto" and self.device.type == "cpu")
         self.train = [tp.to(self.device) for tp in train]
         self.heldout = [tp.to(self.device) for tp in heldout]
         self.n_clients = len(train)
@@ -107,8 +111,16 @@ class LLMOracle:
         return idx.split(self.eval_batch_size)
 
     def _policy_logps(self, tp, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chosen and rejected log-probs [b] each; each pair's prompt is run once for both."""
-        return shared_prompt_logps(self.model, *_rows(tp, idx))
+        """Chosen and rejected log-probs [b] each of pairs idx of tp."""
+        return self._pair_logps(*_rows(tp, idx))
+
+    def _pair_logps(self, input_ids, attention_mask, response_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chosen and rejected log-probs of 2b rows (chosen, then rejected): each pair's prompt run
+        once for both (prefix sharing), or the full rows; the same values either way."""
+        if self.prefix_sharing:
+            return shared_prompt_logps(self.model, input_ids, attention_mask, response_mask)
+        logps = sequence_logps(self.model, input_ids, attention_mask, response_mask)
+        return logps[:len(logps) // 2], logps[len(logps) // 2:]
 
     @torch.no_grad()
     def _reference(self, tp) -> torch.Tensor:
@@ -353,6 +365,7 @@ def build_llm_oracle(cfg) -> LLMOracle:
 
     oracle = LLMOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs],
                        cfg.beta, cfg.loss_type, cfg.eval_batch_size, device,
-                       client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward)
+                       client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward,
+                       prefix_sharing=cfg.prefix_sharing)
     oracle.data_summary = data_summary(cfg)
     return oracle

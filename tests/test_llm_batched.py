@@ -92,7 +92,7 @@ def test_trainable_head_takes_the_logits_path():
 
 # ----------------------------------------------------------------------------- client-batched LoRA
 
-def oracle(mode, sizes=(6, 4, 5), max_rows=256, personal=None, dtype=torch.float64):
+def oracle(mode, sizes=(6, 4, 5), max_rows=256, personal=None, dtype=torch.float64, **kw):
     gen = torch.Generator().manual_seed(11)
     base = tiny_llama(VOCAB, dtype, seed=3)
     if dtype == torch.float64:
@@ -102,8 +102,9 @@ def oracle(mode, sizes=(6, 4, 5), max_rows=256, personal=None, dtype=torch.float
     held = [make_pairs(gen, 4) for _ in sizes]
     if personal is not None:
         return FedPDPOOracle(model, train, held, 0.5, personal, "sigmoid", 4, "cpu", seed=0,
-                             client_batching=mode, max_rows_per_forward=max_rows)
-    return LLMOracle(model, train, held, 0.5, "sigmoid", 4, "cpu", client_batching=mode, max_rows_per_forward=max_rows)
+                             client_batching=mode, max_rows_per_forward=max_rows, **kw)
+    return LLMOracle(model, train, held, 0.5, "sigmoid", 4, "cpu", client_batching=mode, max_rows_per_forward=max_rows,
+                     **kw)
 
 
 def rows(o, clients=None, seed=2):
@@ -136,6 +137,20 @@ def test_batched_gradients_equal_the_sequential_oracle(clients, max_rows):
         assert [c[0] for c in calls] == [K * 3, 2 * K * 3]
     assert all(c[0] <= max_rows for c in calls)
     torch.testing.assert_close(bat.loss(X, clients, batch), seq.loss(X, clients, batch), **TOL)
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_full_rows_without_prefix_sharing_give_the_same_gradients(mode):
+    """llm.prefix_sharing = off (what "auto" picks on a GPU): full rows, one forward, same values."""
+    shared, full = oracle("off"), oracle(mode, prefix_sharing="off")
+    assert shared.prefix_sharing and not full.prefix_sharing
+    X = rows(shared)
+    batch = shared.sample_batch(torch.Generator().manual_seed(4), 3)
+    calls, handle = _spy_forwards(full)
+    g_full = full.grad(X, None, batch)
+    handle.remove()
+    torch.testing.assert_close(g_full, shared.grad(X, None, batch), **TOL)
+    assert [c[0] for c in calls] == ([2 * 3 * 3] if mode == "on" else [6, 6, 6])
 
 
 def test_auto_batches_only_what_it_can():
@@ -194,6 +209,10 @@ def test_client_batching_config_is_read_and_checked():
     cfg = LLMConfig(client_batching="never")
     with pytest.raises(ConfigError, match="llm.client_batching"):
         cfg.validate()
+    with pytest.raises(ConfigError, match="llm.prefix_sharing"):
+        oracle("on", prefix_sharing="maybe")
+    with pytest.raises(ConfigError, match="llm.prefix_sharing"):
+        LLMConfig(prefix_sharing="maybe").validate()
 
 
 # ----------------------------------------------------------------------------- FedPDPO's personal modules
