@@ -41,6 +41,9 @@ them in turn, repeat by repeat, so every configuration of a repeat sees about th
                  with stacked LoRA adapters (llm/batched.py).
   onebatch-N     the floor of batched-N: one client, the same N·b pairs in one forward/backward
                  (same prefix sharing, loss and optimizer; one adapter instead of N).
+  paired-head    our gradient (oracle.grad, one client, b pairs) with the chunked LM head
+                 (llm.dpo.head_logps) and with full-vocabulary logits (llm.dpo.PLAIN_HEAD emptied,
+                 the path before it), alternating step by step on the same batches and parameters.
   paired-clients seq-N, batched-N and onebatch-N in one process on one shared LoRA model for the
                  largest N of --client-counts, alternating step by step (order rotated every
                  step), on the same batches: the steadiest ratios on a shared machine.
@@ -91,9 +94,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("ours", "trl-precompute", "trl-per-step", "floor", "central", "fed", "paired-trl", "paired-fed",
-           "seq", "batched", "onebatch", "clients", "paired-clients")
+           "seq", "batched", "onebatch", "clients", "paired-clients", "paired-head")
 CLIENT_CONFIGS = ("seq", "batched", "onebatch")   # expanded to NAME-N for N in --client-counts
-PAIRED = ("paired-trl", "paired-fed", "paired-clients")
+PAIRED = ("paired-trl", "paired-fed", "paired-clients", "paired-head")
 LORA = dict(r=8, alpha=16.0, dropout=0.0, targets=["q_proj", "v_proj"])
 BETA, MAX_LEN, MAX_PROMPT = 0.2, 64, 32
 
@@ -211,6 +214,33 @@ def run_clients(model, tokenizer, pool, a, device, which: str, N: int):
         _sync(device)
         times.append(time.perf_counter())
     return times[-1] - times[W - 1], S * N * b
+
+
+def run_paired_head(model, tokenizer, pool, a, device) -> dict:
+    """Chunked head against the full-logits path in one process: oracle.grad at the same θ on
+    batch k, both ways, order swapped every step."""
+    import torch
+
+    import llm.dpo
+
+    ours = _Ours(model, tokenizer, pool, a, device)
+    plain, secs = llm.dpo.PLAIN_HEAD, {"chunked": [], "logits": []}
+    X = ours.X + 0.01   # B != 0
+    for k in range(a.warmup + a.steps):
+        batch = torch.arange(k * a.batch, (k + 1) * a.batch).view(1, 1, a.batch)
+        for way in (("chunked", "logits") if k % 2 == 0 else ("logits", "chunked")):
+            llm.dpo.PLAIN_HEAD = plain if way == "chunked" else ()
+            _sync(device)
+            t = time.perf_counter()
+            ours.oracle.grad(X, None, batch)
+            _sync(device)
+            if k >= a.warmup:
+                secs[way].append(time.perf_counter() - t)
+    llm.dpo.PLAIN_HEAD = plain
+    total = {w: sum(v) for w, v in secs.items()}
+    return {"seconds": total, "pairs": a.steps * a.batch, "pairs_per_s": a.steps * a.batch / total["chunked"],
+            "chunked_over_logits": total["logits"] / total["chunked"],
+            "step_ratios": [lg / ch for lg, ch in zip(secs["logits"], secs["chunked"])]}
 
 
 def run_paired_clients(model, tokenizer, pool, a, device) -> dict:
@@ -548,6 +578,8 @@ def worker(a) -> dict:
         paired = run_paired_fed(model, tokenizer, pool, a, device)
     elif a.worker == "paired-clients":
         paired = run_paired_clients(model, tokenizer, pool, a, device)
+    elif a.worker == "paired-head":
+        paired = run_paired_head(model, tokenizer, pool, a, device)
     elif a.worker == "ours":
         elapsed, pairs = run_ours(model, tokenizer, pool, a, device)
     elif a.worker == "floor":
@@ -677,6 +709,9 @@ def summarize(runs: list[list[dict]], a) -> tuple[str, dict]:
         steps = [x for r in paired["paired-trl"] for x in r["step_ratios"]]
         lines.append(f"| (paired: per-step ratios, all repeats) | median {_median(steps):.2f}× "
                      f"[{min(steps):.2f}× – {max(steps):.2f}×], {len(steps)} steps | |")
+    if "paired-head" in paired:
+        row("paired, one process step by step: chunked LM head ÷ full-vocabulary logits, gradient throughput",
+            lambda rep: rep["paired-head"]["chunked_over_logits"], times, "≥ 1× (no slower)", "paired_chunked_over_logits")
     if "paired-clients" in paired:
         n = paired["paired-clients"][0]["clients"]
         row(f"paired, one process step by step: batched ÷ sequential clients, N = {n}, throughput",
