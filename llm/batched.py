@@ -30,7 +30,7 @@ import torch
 from llm.config import CLIENT_BATCHING
 from llm.dpo import dpo_loss
 
-__all__ = ["CLIENT_BATCHING", "batched_losses", "client_rows", "stack_layout_error", "stacked_adapters"]
+__all__ = ["CLIENT_BATCHING", "batched_losses", "client_rows", "run_batched", "stack_layout_error", "stacked_adapters"]
 
 
 def stack_layout_error(lora, dim: int) -> str | None:
@@ -92,27 +92,35 @@ def plan(n_clients: int, n_pairs: int, max_rows: int) -> tuple[int, int]:
     return max(1, min(n_clients, max_rows // (2 * pairs))), pairs
 
 
-def batched_losses(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool,
-                   max_rows: int) -> torch.Tensor:
-    """[K] float64: each client's mean DPO loss over its pairs idx[k] at its own row W[k] (a leaf
-    on the model's device); with backward, W.grad[k] gets that mean's gradient. Clients and pairs
-    go through the model in forwards of at most max_rows rows."""
+def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool,
+                losses_of) -> torch.Tensor:
+    """[K] float64: each client's mean loss over its pairs idx[k] at its own adapter row W[k] (on
+    the model's device); with backward, W's leaf gets each mean's gradient in its row k. Clients
+    and pairs go through the model in forwards of at most oracle.max_rows_per_forward rows;
+    losses_of(ks, rows, ref) gives the per-pair losses [clients ks x g pairs] of those rows
+    (client_rows) with their reference log-probs ref [K'·g, 2], under the stacked adapters."""
     K, n = len(ids), len(idx[0])
-    per_fwd, pairs = plan(K, n, max_rows)
+    per_fwd, pairs = plan(K, n, oracle.max_rows_per_forward)
     total = torch.zeros(K, dtype=torch.float64)
     with torch.set_grad_enabled(backward):
         for k0 in range(0, K, per_fwd):
-            ks = range(k0, min(K, k0 + per_fwd))
+            ks = slice(k0, min(K, k0 + per_fwd))
             for j0 in range(0, n, pairs):
-                chunk = [idx[k][j0:j0 + pairs] for k in ks]
-                g = len(chunk[0])
-                with stacked_adapters(oracle.model, oracle._lora, W[ks.start:ks.stop], g):
-                    c, r = oracle._pair_logps(*client_rows([oracle.train[ids[k]] for k in ks], chunk))
-                ref = torch.cat([oracle.ref_train[ids[k]][i.to(oracle.ref_train[ids[k]].device)]
-                                 for k, i in zip(ks, chunk)])
-                losses = dpo_loss(c, r, ref[:, 0], ref[:, 1], oracle.beta, oracle.loss_type)[0]
-                per_client = losses.view(len(ks), g).sum(1) / n
+                chunk = [i[j0:j0 + pairs] for i in idx[ks]]
+                rows = client_rows([oracle.train[c] for c in ids[ks]], chunk)
+                ref = torch.cat([oracle.ref_train[c][i.to(oracle.ref_train[c].device)] for c, i in zip(ids[ks], chunk)])
+                with stacked_adapters(oracle.model, oracle._lora, W[ks], len(chunk[0])):
+                    per_client = losses_of(ks, rows, ref).view(len(chunk), -1).sum(1) / n
                 if backward:
                     per_client.sum().backward()
-                total[ks.start:ks.stop] += per_client.detach().double().cpu()
+                total[ks] += per_client.detach().double().cpu()
     return total
+
+
+def batched_losses(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool) -> torch.Tensor:
+    """run_batched with the plain DPO loss (LLMOracle)."""
+    def losses_of(ks, rows, ref):
+        c, r = oracle._pair_logps(*rows)
+        return dpo_loss(c, r, ref[:, 0], ref[:, 1], oracle.beta, oracle.loss_type)[0]
+
+    return run_batched(oracle, W, ids, idx, backward, losses_of)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llm.batched import client_rows, plan, stacked_adapters
+from llm.batched import run_batched
 from llm.oracle import LLMOracle, _rows
 from llm.personal import PersonalAdamW, PersonalConfig, PersonalModules
 from llm.dpo import dpo_loss, head_logps, preference_accuracy, response_window
@@ -198,24 +198,12 @@ class FedPDPOOracle(LLMOracle):
         vec, p = self._blocks(ids, requires_grad=personal_grad)
         W = self._stack(X, backward) if self.cfg.share_lora else None
         lora = W if W is not None else vec[:, self.modules.layout["lora"][0]].to(self.dtype)
-        K, n = len(ids), len(idx[0])
-        per_fwd, pairs = plan(K, n, self.max_rows_per_forward)
-        total = torch.zeros(K, dtype=torch.float64)
-        with torch.set_grad_enabled(backward):
-            for k0 in range(0, K, per_fwd):
-                ks = slice(k0, min(K, k0 + per_fwd))
-                sets = [self.train[c] for c in ids[ks]]
-                refs = [self.ref_train[c] for c in ids[ks]]
-                for j0 in range(0, n, pairs):
-                    chunk = [i[j0:j0 + pairs] for i in idx[ks]]
-                    with stacked_adapters(self.model, self._lora, lora[ks], len(chunk[0])):
-                        c, r, rewards = self._forward_rows(*client_rows(sets, chunk), {k: v[ks] for k, v in p.items()},
-                                                             len(sets))
-                    ref = torch.cat([rf[i.to(rf.device)] for rf, i in zip(refs, chunk)])
-                    per_client = self._terms(c, r, rewards, ref)[0].view(len(sets), -1).sum(1) / n
-                    if backward:
-                        per_client.sum().backward()
-                    total[ks] += per_client.detach().double().cpu()
+
+        def losses_of(ks, rows, ref):
+            blocks = {k: v[ks] for k, v in p.items()}
+            return self._terms(*self._forward_rows(*rows, blocks, ks.stop - ks.start), ref)[0]
+
+        total = run_batched(self, lora, ids, idx, backward, losses_of)
         return total, W, vec
 
     def _shared_grads(self, X, clients, batch, step_personal: bool) -> torch.Tensor:

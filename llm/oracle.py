@@ -244,7 +244,7 @@ class LLMOracle:
         idx = self._batch_plan(ids, batch)
         if idx is not None:
             W = self._stack(X, True)
-            batched_losses(self, W, ids, idx, True, self.max_rows_per_forward)
+            batched_losses(self, W, ids, idx, True)
             return W.grad.to(X).unsqueeze(0)
         out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
         for k, c in enumerate(ids):
@@ -261,7 +261,7 @@ class LLMOracle:
         ids = self._client_ids(X, clients)
         idx = self._batch_plan(ids, batch)
         if idx is not None:
-            return batched_losses(self, self._stack(X, False), ids, idx, False, self.max_rows_per_forward).unsqueeze(0).to(X)
+            return batched_losses(self, self._stack(X, False), ids, idx, False).unsqueeze(0).to(X)
         out = torch.empty(X.shape[:2], dtype=torch.float64)
         with torch.no_grad():
             for k, c in enumerate(ids):
