@@ -306,7 +306,7 @@ def _matmul_peak(device, dtype) -> float:
     """FLOP/s of a square matmul in dtype on device (bf16 8192³ on CUDA, 1024³ on CPU), best of a few."""
     import torch
 
-    n, reps = (8192, 10) if str(device).startswith("cuda") else (1024, 3)
+    n, reps = (8192, 10) if str(device).startswith("cuda") else (1024, 10)
     x = torch.randn(n, n, device=device).to(dtype)
     y = torch.randn(n, n, device=device).to(dtype)
     best = float("inf")
