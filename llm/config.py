@@ -43,7 +43,8 @@ class LLMConfig:
     device: str = "auto"
     eval_batch_size: int = 16
     # all participating clients' steps in one forward/backward with their LoRA adapters stacked
-    # (llm/batched.py; exact): "auto" when >= 2 clients share a step, "on" always, "off" one client at a time
+    # (llm/batched.py; exact): "auto" on a GPU when >= 2 clients share a step (on the CPU one large batch
+    # measured slower than per-client ones), "on" always, "off" one client at a time
     client_batching: Literal[CLIENT_BATCHING] = "auto"
     max_rows_per_forward: int = 256  # client batching: at most this many sequences (2 per pair) per forward (memory bound)
     # each pair's prompt runs once for both responses (a KV cache; same values): "auto" on the CPU only,

@@ -15,7 +15,8 @@ Client batching (`client_batching`, llm/batched.py): `grad`, `local_step` and `l
 the rows of X in forwards of up to `max_rows_per_forward` rows with the clients' adapters stacked,
 instead of one client after another; the sequential loop stays, as the reference and for what
 cannot batch (clients with different numbers of pairs, per-client frozen deltas of stale starts).
-"auto": batched when at least two clients share a call.
+"auto": batched on a GPU when at least two clients share a call; sequential on the CPU, where one
+large batch measured slower than the same pairs in small per-client batches (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ class LLMOracle:
         """Each client's pair indices when this call runs client-batched (llm/batched.py), else None."""
         if self.client_batching == "off" or self._stack_error or self._client_deltas:
             return None
-        if self.client_batching == "auto" and len(ids) < 2:
+        if self.client_batching == "auto" and (len(ids) < 2 or self.device.type == "cpu"):
             return None
         idx = [self._client_indices(c, batch) for c in ids]
         return idx if len({len(i) for i in idx}) == 1 else None   # [sides, K, g] rows need equal g

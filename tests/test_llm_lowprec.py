@@ -23,7 +23,7 @@ from theory_lab.topology import TopologyConfig, make_topology  # noqa: E402
 HALF = [torch.bfloat16, torch.float16]
 
 
-def oracle(dtype, personal: bool):
+def oracle(dtype, personal: bool, batching: str = "off"):
     gen = torch.Generator().manual_seed(11)
     train = [make_pairs(gen, n) for n in (6, 4, 5)]
     held = [make_pairs(gen, 4) for _ in range(3)]
@@ -31,8 +31,8 @@ def oracle(dtype, personal: bool):
                      target_modules=["q_proj", "v_proj"], seed=0)
     if personal:
         return FedPDPOOracle(model, train, held, 0.5, PersonalConfig(enabled=True, reward_pool="last"),
-                             "sigmoid", 4, "cpu", seed=0)
-    return LLMOracle(model, train, held, 0.5, "sigmoid", 4, "cpu")
+                             "sigmoid", 4, "cpu", seed=0, client_batching=batching)
+    return LLMOracle(model, train, held, 0.5, "sigmoid", 4, "cpu", client_batching=batching)
 
 
 def rounds(o, name, n=2):
@@ -45,11 +45,12 @@ def rounds(o, name, n=2):
     return alg
 
 
+@pytest.mark.parametrize("batching", ["off", "on"], ids=["sequential", "client-batched"])
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("name,personal", [("feddpo", False), ("decdpo", False), ("feddpo", True)],
                          ids=["feddpo", "decdpo", "fedpdpo"])
-def test_half_precision_rounds_are_finite(dtype, name, personal):
-    o = oracle(dtype, personal)
+def test_half_precision_rounds_are_finite(dtype, name, personal, batching):
+    o = oracle(dtype, personal, batching)
     assert o.model.get_base_model().lm_head.weight.dtype == dtype   # the backbone really is half precision
     rounds(o, name)
     X = o.init_params().unsqueeze(1).repeat(1, o.n_clients, 1)
@@ -64,14 +65,16 @@ def test_half_precision_rounds_are_finite(dtype, name, personal):
         assert not torch.equal(o.personal[0], o.personal[1]) or o.n_clients == 1   # the personal steps ran
 
 
+@pytest.mark.parametrize("batching", ["off", "on"], ids=["sequential", "client-batched"])
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("personal", [False, True], ids=["plain", "fedpdpo"])
-def test_half_precision_gradient_is_close_to_float32(dtype, personal):
-    """Same model, same batch: the half-precision gradient points where the float32 one does."""
+def test_half_precision_gradient_is_close_to_float32(dtype, personal, batching):
+    """Same model, same batch: the half-precision gradient points where the float32 (sequential)
+    one does."""
     batch = None
     grads = []
     for dt in (torch.float32, dtype):
-        o = oracle(dt, personal)
+        o = oracle(dt, personal, batching if dt != torch.float32 else "off")
         X = o.init_params().unsqueeze(1).repeat(1, o.n_clients, 1)
         X[..., :] += 0.01 * torch.randn(X.shape, generator=torch.Generator().manual_seed(2)).to(X)  # B != 0
         batch = o.sample_batch(torch.Generator().manual_seed(1), 3)
