@@ -228,20 +228,14 @@ class FedPDPOOracle(LLMOracle):
         self._zero_grad()
         return out
 
-    def loss(self, X: torch.Tensor, clients: torch.Tensor | None = None, batch: Any = None) -> torch.Tensor:
-        """[1, K]: each row's personalised client loss at the current personal parameters."""
-        ids = self._client_ids(X, clients)
-        idx = self._batch_plan(ids, batch)
-        if idx is not None:
-            return self._batched_pass(X, ids, idx, False, False)[0].unsqueeze(0).to(X)
-        out = torch.empty(X.shape[:2], dtype=torch.float64)
-        with torch.no_grad():
-            for k, c in enumerate(ids):
-                self._load_client(X[0, k], c)
-                idx, blocks = self._client_indices(c, batch), self._blocks(c)
-                out[0, k] = sum(self._pair_terms(self.train[c], self.ref_train[c], ch, blocks)[0].double().sum().cpu()
-                                for ch in self._chunks(idx)) / len(idx)
-        return out.to(X)
+    # loss (LLMOracle.loss): each row's personalised client loss at the current personal parameters
+    def _batched_loss(self, X: torch.Tensor, ids: list[int], idx: list[torch.Tensor]) -> torch.Tensor:
+        return self._batched_pass(X, ids, idx, False, False)[0]
+
+    def _client_loss(self, row: torch.Tensor, client: int):
+        self._load_client(row, client)
+        blocks = self._blocks(client)
+        return lambda chunk: self._pair_terms(self.train[client], self.ref_train[client], chunk, blocks)[0]
 
     def bt_loss(self, theta: torch.Tensor, client: int, heldout: bool = False) -> float:
         """Mean Bradley–Terry loss −log σ(e) of the client's explicit reward on its train (or

@@ -262,16 +262,25 @@ class LLMOracle:
         ids = self._client_ids(X, clients)
         idx = self._batch_plan(ids, batch)
         if idx is not None:
-            return batched_losses(self, self._stack(X, False), ids, idx, False).unsqueeze(0).to(X)
+            return self._batched_loss(X, ids, idx).unsqueeze(0).to(X)
         out = torch.empty(X.shape[:2], dtype=torch.float64)
         with torch.no_grad():
             for k, c in enumerate(ids):
-                self._load(X[0, k])
-                self._use_client_delta(c)
+                pair_losses = self._client_loss(X[0, k], c)
                 idx = self._client_indices(c, batch)
-                out[0, k] = sum(self._losses(self.train[c], self.ref_train[c], ch).double().sum().cpu()
-                                for ch in self._chunks(idx)) / len(idx)
+                out[0, k] = sum(pair_losses(ch).double().sum().cpu() for ch in self._chunks(idx)) / len(idx)
         return out.to(X)
+
+    def _batched_loss(self, X: torch.Tensor, ids: list[int], idx: list[torch.Tensor]) -> torch.Tensor:
+        """[K]: the clients' mean losses in one client-batched pass (FedPDPO: with its modules)."""
+        return batched_losses(self, self._stack(X, False), ids, idx, False)
+
+    def _client_loss(self, row: torch.Tensor, client: int):
+        """Set the model to `client` at parameters `row`; returns its per-pair losses of a chunk of
+        pair indices (FedPDPO: the personalised loss, with the client's modules)."""
+        self._load(row)
+        self._use_client_delta(client)
+        return lambda chunk: self._losses(self.train[client], self.ref_train[client], chunk)
 
     def save_adapter(self, theta: torch.Tensor, path) -> None:
         """The adapter at θ [1, P] as a peft directory (adapter_model.safetensors +
