@@ -36,10 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from llm.batched import run_batched
-from llm.oracle import LLMOracle, _rows
-from llm.personal import PersonalAdamW, PersonalConfig, PersonalModules
 from llm.dpo import dpo_loss, head_logps, preference_accuracy, response_window
 from llm.model import set_trainable_vector
+from llm.oracle import LLMOracle, _rows
+from llm.personal import PersonalConfig, PersonalModules
+from theory_lab.algorithms.params import ClientOptimizer
+from theory_lab.optim import Optimizer
 
 
 class FedPDPOOracle(LLMOracle):
@@ -66,8 +68,9 @@ class FedPDPOOracle(LLMOracle):
         self.personal_dtype = torch.promote_types(self.dtype, torch.float32)
         row = self.modules.init(gen, self.personal_dtype, self._theta0)    # every client starts alike
         self.personal = row.to(self.device).unsqueeze(0).repeat(self.n_clients, 1)   # [N, D]
-        self.opt = PersonalAdamW(self.n_clients, self.modules.dim, self.personal_dtype, self.device,
-                                 self.cfg.lr, self.cfg.weight_decay)
+        # each client's own AdamW state, never communicated: the clients' optimizer of theory_lab.optim
+        self.opt = Optimizer(ClientOptimizer(optimizer="adamw", weight_decay=self.cfg.weight_decay), 1,
+                             self.n_clients, self.modules.dim, self.personal_dtype, self.device)
         if not self.cfg.share_lora:
             self.dim = 0
             self.factor_layout = []   # nothing shared, nothing factorised to aggregate
@@ -206,6 +209,12 @@ class FedPDPOOracle(LLMOracle):
         total = run_batched(self, lora, ids, idx, backward, losses_of)
         return total, W, vec
 
+    def _step_personal(self, ids: list[int], grads: torch.Tensor) -> None:
+        """One AdamW step on the personal rows of clients `ids` (distinct) with grads [K, D]."""
+        rows = torch.as_tensor(ids, device=self.device)
+        self.personal[rows] = self.opt.step(self.personal[rows][None], grads[None].to(self.personal), self.cfg.lr,
+                                            rows[None])[0]
+
     def _shared_grads(self, X, clients, batch, step_personal: bool) -> torch.Tensor:
         ids = self._client_ids(X, clients)
         idx = self._batch_plan(ids, batch)
@@ -213,7 +222,7 @@ class FedPDPOOracle(LLMOracle):
             _, W, vec = self._batched_pass(X, ids, idx, True, step_personal)
             if step_personal:
                 with torch.no_grad():
-                    self.opt.step(self.personal, ids, vec.grad)
+                    self._step_personal(ids, vec.grad)
             return W.grad.to(X).unsqueeze(0) if W is not None else torch.empty(X.shape, dtype=X.dtype, device=X.device)
         out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
         for k, c in enumerate(ids):
@@ -224,7 +233,7 @@ class FedPDPOOracle(LLMOracle):
                 out[0, k] = self._flat_grad().to(out)
             if g_personal is not None:
                 with torch.no_grad():
-                    self.opt.step(self.personal, [c], g_personal.unsqueeze(0))
+                    self._step_personal([c], g_personal.unsqueeze(0))
         self._zero_grad()
         return out
 
@@ -305,12 +314,10 @@ class FedPDPOOracle(LLMOracle):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The client-local state (personal parameters and their optimizer), for checkpoints."""
-        return {"personal": self.personal, "exp_avg": self.opt.exp_avg, "exp_avg_sq": self.opt.exp_avg_sq,
-                "count": self.opt.count}
+        return {"personal": self.personal, **{k: T[0] for k, T in self.opt.state.items()}}   # [N, D] views
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for key, dst in (("personal", self.personal), ("exp_avg", self.opt.exp_avg),
-                         ("exp_avg_sq", self.opt.exp_avg_sq), ("count", self.opt.count)):
+        for key, dst in self.state_dict().items():
             if state[key].shape != dst.shape:
                 raise ValueError(f"personal state {key}: shape {tuple(state[key].shape)}, expected {tuple(dst.shape)}")
             dst.copy_(state[key])

@@ -143,27 +143,3 @@ class PersonalModules:
             last = (mask * pos).argmax(-1)
             pooled = h.gather(-2, last[..., None, None].expand(*last.shape, 1, h.shape[-1])).squeeze(-2)
         return (pooled @ p["reward"][:, :, None]).squeeze(-1)   # [sides, K, g, d] @ [K, d, 1]
-
-
-class PersonalAdamW:
-    """AdamW over the personal vectors [N, D], one independent state per client; a step touches
-    only the clients that were asked for (all of them at once). Never communicated, never averaged."""
-
-    def __init__(self, n_clients: int, dim: int, dtype: torch.dtype, device, lr: float, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
-        self.exp_avg = torch.zeros(n_clients, dim, dtype=dtype, device=device)
-        self.exp_avg_sq = torch.zeros(n_clients, dim, dtype=dtype, device=device)
-        self.count = torch.zeros(n_clients, dtype=torch.long, device=device)
-
-    def step(self, params: torch.Tensor, clients: list[int], grads: torch.Tensor) -> None:
-        """In place: params[k] <- AdamW(params[k], grads[j]) for each client k = clients[j] (distinct)."""
-        b1, b2 = self.betas
-        rows = torch.as_tensor(clients, device=params.device)
-        self.count[rows] += 1
-        c = self.count[rows].to(params.dtype).unsqueeze(1)
-        m = self.exp_avg[rows].lerp_(grads, 1 - b1)
-        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(grads, grads, value=1 - b2)
-        self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
-        theta = params[rows].mul_(1 - self.lr * self.weight_decay)
-        params[rows] = theta.sub_(self.lr * (m / (1 - b1**c)) / ((v / (1 - b2**c)).sqrt() + self.eps))
