@@ -995,9 +995,9 @@ def comparison(est: Estimates, exact: dict | None) -> dict:
     -------
     dict
         For each name in `NAMES`, a row {"estimate", "stderr"} (lists of S floats) plus, with
-        `exact`, "exact", "ratio" (estimate / exact) and "z" (|estimate - exact| / stderr).
-        Division by zero is not an error: a zero stderr gives z = inf, or nan when the
-        difference is 0 as well.
+        `exact`, "exact", "ratio" (estimate / exact) and "z" (|estimate - exact| / stderr, the
+        stderr floored at float64 rounding of the exact value: a value that is exact by
+        construction, stderr 0, gets z <= 1 instead of inf or nan).
 
     Examples
     --------
@@ -1007,6 +1007,8 @@ def comparison(est: Estimates, exact: dict | None) -> dict:
     ['estimate', 'stderr', 'exact', 'ratio', 'z']
     >>> [round(r, 6) for r in rows["F0"]["ratio"]]
     [1.0, 1.0]
+    >>> all(z <= 1 for z in rows["zeta2"]["z"])   # exact at theta* by construction: stderr 0, z finite
+    True
     >>> list(comparison(estimate_constants(oracle, draws=16), None)["mu"])
     ['estimate', 'stderr']
     """
@@ -1019,6 +1021,7 @@ def comparison(est: Estimates, exact: dict | None) -> dict:
             with np.errstate(divide="ignore", invalid="ignore"):
                 row["exact"] = x.tolist()
                 row["ratio"] = (e.value / x).tolist()
-                row["z"] = (np.abs(e.value - x) / e.stderr).tolist()
+                rounding = 8 * np.finfo(np.float64).eps * np.abs(x)   # a zero stderr still has rounding
+                row["z"] = (np.abs(e.value - x) / np.maximum(e.stderr, rounding)).tolist()
         out[name] = row
     return out
