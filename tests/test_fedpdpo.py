@@ -104,7 +104,7 @@ def test_personal_parameters_never_leave_the_client():
         for j in range(i + 1, 3):
             assert (o.personal[i] - o.personal[j]).abs().max() > 1e-4
     # the optimizer touched each client exactly E = 2 times
-    assert o.state_dict()["count"].tolist() == [2, 2, 2]
+    assert o.state_dict()["0.count"].tolist() == [2, 2, 2]
 
 
 def test_partial_participation_steps_only_the_participants():
@@ -112,7 +112,7 @@ def test_partial_participation_steps_only_the_participants():
     start = o.personal.clone()
     run_rounds(o, rounds=1, participation=1)
     moved = [bool((o.personal[i] - start[i]).abs().max() > 0) for i in range(3)]
-    assert sum(moved) == 1 and o.state_dict()["count"].sum() == 2
+    assert sum(moved) == 1 and o.state_dict()["0.count"].sum() == 2
 
 
 @pytest.mark.parametrize("algorithm", ["feddpo", "decdpo"])

@@ -1,4 +1,5 @@
-"""SGD and AdamW over parameter stacks [S, N, P], one independent optimizer per client row.
+"""The clients' SGD and AdamW over parameter stacks [S, N, P], one independent optimizer per client
+row, as update-rule recipes (theory_lab.update_rules).
 
 States live in full [S, N, P] tensors; a step on a subset of clients (partial participation)
 gathers and scatters their rows. What happens to the states when clients communicate is an
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+
+from theory_lab import update_rules
 
 if TYPE_CHECKING:   # the config module imports the algorithms, which import this module
     from theory_lab.config import AlgorithmConfig
@@ -33,17 +36,18 @@ def put_rows(T: torch.Tensor, clients: torch.Tensor | None, rows: torch.Tensor) 
 
 
 class Optimizer:
+    """The clients' optimizer over a parameter stack: one update rule (theory_lab.update_rules)
+    whose state holds a row per client, X ← X·(1 − ηλ) − step with λ AdamW's decoupled decay."""
+
     def __init__(self, cfg: AlgorithmConfig, n_seeds: int, n_clients: int, dim: int,
                  dtype: torch.dtype, device: str | torch.device = "cpu"):
         self.cfg = cfg
-        shape = (n_seeds, n_clients, dim)
-        self.state: dict[str, torch.Tensor] = {}
-        if cfg.optimizer == "sgd" and cfg.momentum > 0:
-            self.state["momentum"] = torch.zeros(shape, dtype=dtype, device=device)
         if cfg.optimizer == "adamw":
-            self.state["exp_avg"] = torch.zeros(shape, dtype=dtype, device=device)
-            self.state["exp_avg_sq"] = torch.zeros(shape, dtype=dtype, device=device)
-            self.state["count"] = torch.zeros(shape[:2], dtype=dtype, device=device)
+            self.rule, self.decoupled_decay = update_rules.adam(tuple(cfg.betas), cfg.eps), cfg.weight_decay
+        else:
+            self.rule, self.decoupled_decay = update_rules.sgd(cfg.momentum, cfg.weight_decay), 0.0
+        self.state: dict[str, torch.Tensor] = self.rule.init(
+            torch.zeros(n_seeds, n_clients, dim, dtype=dtype, device=device))
 
     def state_dict(self, prefix: str = "opt.") -> dict[str, torch.Tensor]:
         return {prefix + k: v for k, v in self.state.items()}
@@ -55,28 +59,15 @@ class Optimizer:
     @property
     def n_state_tensors(self) -> int:
         """Parameter-sized state tensors, for communication byte counts under 'average'."""
-        return sum(1 for k in self.state if k != "count")
+        return sum(1 for T in self.state.values() if T.dim() == 3)
 
     def step(self, X: torch.Tensor, g: torch.Tensor, lr: float, clients: torch.Tensor | None = None) -> torch.Tensor:
         """One update of rows X [S, K, P] (clients [S, K] or None) with gradients g; returns new rows."""
-        cfg = self.cfg
-        if cfg.optimizer == "sgd":
-            if cfg.weight_decay:
-                g = g + cfg.weight_decay * X
-            if cfg.momentum > 0:
-                buf = gather_rows(self.state["momentum"], clients) * cfg.momentum + g
-                put_rows(self.state["momentum"], clients, buf)
-                g = buf
-            return X - lr * g
-        b1, b2 = cfg.betas
-        m = gather_rows(self.state["exp_avg"], clients).lerp(g, 1 - b1)
-        v = gather_rows(self.state["exp_avg_sq"], clients) * b2 + (1 - b2) * g * g
-        count = gather_rows(self.state["count"], clients) + 1
-        for key, value in (("exp_avg", m), ("exp_avg_sq", v), ("count", count)):
-            put_rows(self.state[key], clients, value)
-        c = count.unsqueeze(-1)
-        m_hat, v_hat = m / (1 - b1**c), v / (1 - b2**c)
-        return X * (1 - lr * cfg.weight_decay) - lr * m_hat / (v_hat.sqrt() + cfg.eps)
+        rows = {k: gather_rows(T, clients) for k, T in self.state.items()}
+        step, rows = self.rule.update(g, rows, update_rules.Inputs(g, X, lr))
+        for k, T in self.state.items():
+            put_rows(T, clients, rows[k])
+        return (X * (1 - lr * self.decoupled_decay) if self.decoupled_decay else X) - step
 
     def communicate(self, average=None, mix=None) -> None:
         """Apply the state policy at a communication. `average(T) -> [S, P]` for federated

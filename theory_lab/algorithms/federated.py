@@ -29,7 +29,7 @@ from theory_lab.errors import ConfigError
 from theory_lab.factorised import RULES as LORA_RULES
 from theory_lab.factorised import aggregation_error, dense_size, part_mask, products
 from theory_lab.optim import Optimizer, gather_rows, put_rows
-from theory_lab.update_rules import server_optimizer
+from theory_lab.update_rules import Inputs, server_optimizer
 
 SERVER_SETTINGS = {"sgd": (), "avgm": ("server_momentum",), "adagrad": ("server_betas", "server_eps"),
                    "adam": ("server_betas", "server_eps"), "yogi": ("server_betas", "server_eps")}
@@ -149,7 +149,7 @@ class FedDPO(Algorithm):
         return error, error / (target - now).norm(dim=-1)
 
     def server_update(self, delta) -> None:
-        step, self.server_state = self.server_rule.update(delta, self.server_state)
+        step, self.server_state = self.server_rule.update(delta, self.server_state, Inputs(delta, self.server))
         self.server = self.server + self.cfg.server_lr * step
         if self.cfg.lora_aggregation == "fedsa":   # the model evaluated: shared A, the clients' average B
             self.server[:, self.b_mask] = self.comm.average(self.b_clients, self.oracle.weights)

@@ -140,16 +140,30 @@ def small_eta_L_over_a(results) -> float:
     return out
 
 
-@claim("consensus-heterogeneity",
-       statement="DecDPO with exact gradients and constant η: stationary consensus error ∝ η²ζ²/p², p = 1−ρ²",
-       source="Koloskova et al.'20", metric="consensus_error floor (after gossip, tail mean)",
-       regime="exact gradients, heterogeneous clients (heterogeneity 2, Dirichlet 0.3), started at θ*, "
-              "lazy complete W=(1−a)I+aJ/n, a ∈ {quick[lazies]} (full: {full[lazies]}) at η={lr}; "
-              "η ∈ {quick[etas]} (full: {full[etas]}) at a={a_eta}; ≥{replicas} replicas",
-       params=CONSENSUS_HET, predicted="slope −2 in p (not −1); 2 in η; value η²ζ²ρ²/(1−ρ)² (exact)",
-       tolerance=0.3, band=(0.8, 1.25), small=SMALL_A,
-       controls=[Control("rival 1/p", "rival law", "the noise-type law η²ζ²/p: the same exponent check with "
-                         "exponent −1 on the same floors must refute it")])
+def consensus_floor_claim(id: str, *, setting: str, law: str, exponent: float,
+                          rival: tuple[float, str, str], value: str, **declared):
+    """Declare one of the two consensus-floor laws, DecDPO's stationary consensus error ∝ p^exponent
+    in the spectral gap p = 1−ρ²: the other law (`rival`: its exponent, name and description) is
+    the negative control, refuted by the same exponent check on the same floors; the exact value
+    (`value`) is judged against its ×2 in the leading-order band."""
+    def num(x: float) -> str:
+        return f"{x:g}".replace("-", "−")
+    rival_exponent, rival_name, rival_law = rival
+    return claim(id, statement=f"DecDPO with {setting}: stationary consensus error ∝ {law}, p = 1−ρ²",
+                 predicted=f"slope {num(exponent)} in p (not {num(rival_exponent)}); {value} (exact)",
+                 band=(0.8, 1.25), small=SMALL_A,
+                 controls=[Control(f"rival {rival_name}", "rival law", f"{rival_law}: the same exponent check with "
+                                   f"exponent {num(rival_exponent)} on the same floors must refute it")], **declared)
+
+
+@consensus_floor_claim("consensus-heterogeneity", setting="exact gradients and constant η", law="η²ζ²/p²",
+                       exponent=-2, rival=(-1, "1/p", "the noise-type law η²ζ²/p"),
+                       value="2 in η; value η²ζ²ρ²/(1−ρ)²", source="Koloskova et al.'20",
+                       metric="consensus_error floor (after gossip, tail mean)",
+                       regime="exact gradients, heterogeneous clients (heterogeneity 2, Dirichlet 0.3), started at θ*, "
+                              "lazy complete W=(1−a)I+aJ/n, a ∈ {quick[lazies]} (full: {full[lazies]}) at η={lr}; "
+                              "η ∈ {quick[etas]} (full: {full[etas]}) at a={a_eta}; ≥{replicas} replicas",
+                       params=CONSENSUS_HET, tolerance=0.3)
 def consensus_het(ctx: Context, c: Claim) -> Outcome:
     cid, P, tol = c.id, c.params["quick" if ctx.quick else "full"], c.tolerance
     lazies, etas, eta, a_eta = P["lazies"], P["etas"], c.params["lr"], c.params["a_eta"]
@@ -198,16 +212,14 @@ CONSENSUS_NOISE = {"lr": 0.001, "b": 1, "quick": {"lazies": (0.02, 0.04, 0.08, 0
                    "full": {"lazies": (0.01, 0.02, 0.04, 0.08, 0.16), "per_a": 25.0}, "replicas": 16}
 
 
-@claim("consensus-noise",
-       statement="DecDPO with ζ=0 and stochastic gradients: stationary consensus error ∝ η²σ²/p, p = 1−ρ²",
-       source="Jiang'26 Thm 6.1", metric="consensus_error floor (after gossip, tail mean over 60%)",
-       regime="shared data (every client holds the same pairs: ζ²=0 exactly), batch {b}, η={lr}, started at θ*, "
-              "lazy complete W, a ∈ {quick[lazies]} (full: {full[lazies]}), {quick[per_a]}/a rounds "
-              "(full: {full[per_a]}/a), ≥{replicas} replicas",
-       params=CONSENSUS_NOISE, predicted="slope −1 in p (not −2); value ((n−1)/n)η²σ²ρ²/(bp) (exact)",
-       tolerance=0.25, band=(0.8, 1.25), small=SMALL_A,
-       controls=[Control("rival 1/p²", "rival law", "the heterogeneity-type law η²σ²/p²: the same exponent "
-                         "check with exponent −2 on the same floors must refute it")])
+@consensus_floor_claim("consensus-noise", setting="ζ=0 and stochastic gradients", law="η²σ²/p", exponent=-1,
+                       rival=(-2, "1/p²", "the heterogeneity-type law η²σ²/p²"),
+                       value="value ((n−1)/n)η²σ²ρ²/(bp)", source="Jiang'26 Thm 6.1",
+                       metric="consensus_error floor (after gossip, tail mean over 60%)", params=CONSENSUS_NOISE,
+                       regime="shared data (every client holds the same pairs: ζ²=0 exactly), batch {b}, η={lr}, "
+                              "started at θ*, lazy complete W, a ∈ {quick[lazies]} (full: {full[lazies]}), "
+                              "{quick[per_a]}/a rounds (full: {full[per_a]}/a), ≥{replicas} replicas",
+                       tolerance=0.25)
 def consensus_noise_claim(ctx: Context, c: Claim) -> Outcome:
     cid, P, tol = c.id, c.params["quick" if ctx.quick else "full"], c.tolerance
     b, eta = c.params["b"], c.params["lr"]
@@ -508,8 +520,7 @@ BIAS = {"n": 8, "etas": (0.0125, 0.025, 0.05), "lr": 0.025, "per_mu": 4.0, "repl
 @claim("decdpo-bias",
        statement="DecDPO with exact gradients and constant η stalls at f(x̄) − f* = η²/2 aᵀH̄⁻¹a, "
                  "a = Σ_i w_i H_i u_i, u_i = (τ−1)/2 g̃_i + τ(M G̃)_i, M = Σ_k≥2 λ_k/(1−λ_k) v_k v_kᵀ",
-       source="ours (docs/theory.md, DecDPO's fixed-point bias); leading order in η",
-       metric="subopt floor of the averaged model / predict.dec_drift",
+       source="ours (docs/theory.md, DecDPO's fixed-point bias)", metric="subopt floor of the averaged model / predict.dec_drift",
        regime="n={n}, exact gradients, heterogeneity 2, started at θ*, ~{per_mu}/(ημ) rounds, ≥{replicas} replicas; "
               "ring τ=1 at η ∈ {etas}; (graph, τ) ∈ {quick[graphs]} at η={lr} (full: {full[graphs]})",
        params=BIAS, predicted="slope 2 in η; value η²/2 aᵀH̄⁻¹a (exact to leading order)", tolerance=0.3,
