@@ -33,7 +33,6 @@ class RunConfig:
     rounds: int = 100          # communication rounds
     log_every: int = 1         # metrics every k rounds (round 0 and the last are always logged)
     seed: int = 0              # algorithm noise: minibatches, participants, delays
-    device: str = "cpu"
     divergence_factor: float = 1e6  # stop when the loss exceeds this multiple of its start
     checkpoint_every: int = 0  # save the full state every K rounds (0: never); resume with --resume
 
