@@ -52,8 +52,8 @@ def outcome(monkeypatch, cid, runs):
 
 
 def test_fedavg_claim_confirms_only_when_its_control_is_refuted(monkeypatch):
-    runs = {("feddpo", s, 0.0): fake([0.875] * 4, 0.0) for s in (0, 1)}
-    runs |= {("feddpo", s, 1.0): fake([0.75, 0.375, 0.75, 0.375], 1.0) for s in (0, 1)}
+    runs = {("feddpo", s, 0.0): fake([0.875] * 4, 0.0) for s in SETTING["seeds"]}
+    runs |= {("feddpo", s, 1.0): fake([0.75, 0.375, 0.75, 0.375], 1.0) for s in SETTING["seeds"]}
     out = outcome(monkeypatch, "llm-conflict-fedavg", runs)
     assert out.verdict.status == "confirmed" and out.ci[0] <= out.fitted <= out.ci[1]
     assert abs(out.fitted - 0.5) < 1e-9
@@ -69,12 +69,15 @@ def test_fedavg_claim_confirms_only_when_its_control_is_refuted(monkeypatch):
 
 def test_personalization_claim_needs_its_null_method_refuted(monkeypatch):
     feddpo = {0.0: fake([0.875] * 4, 0.0), 1.0: fake([0.75, 0.375, 0.75, 0.375], 1.0)}
-    runs = {("feddpo", s, c): feddpo[c] for s in (0, 1) for c in (0.0, 1.0)}
-    runs |= {("fedpdpo", 0, c): fake([0.875] * 4, c) for c in (0.0, 1.0)}
+    seeds = SETTING["seeds"] + SETTING["control_seeds"]
+    runs = {("feddpo", s, c): feddpo[c] for s in seeds for c in (0.0, 1.0)}
+    runs |= {("fedpdpo", s, c): fake([0.875] * 4, c) for s in SETTING["seeds"] for c in (0.0, 1.0)}
     out = outcome(monkeypatch, "llm-conflict-personalization", runs)
     assert out.verdict.status == "confirmed" and abs(out.fitted - 0.5) < 1e-9
-    # FedDPO's second seed keeping the opposed clients too: the control is not refuted
-    runs[("feddpo", 1, 1.0)] = fake([0.75, 0.875, 0.75, 0.875], 1.0)
+    assert out.controls["FedDPO, other seeds"].verdict.status == "refuted"
+    # FedDPO's control seeds keeping the opposed clients too: the control is not refuted
+    for s in SETTING["control_seeds"]:
+        runs[("feddpo", s, 1.0)] = fake([0.75, 0.875, 0.75, 0.875], 1.0)
     out = outcome(monkeypatch, "llm-conflict-personalization", runs)
     assert out.prediction.status == "confirmed" and out.verdict.status == "inconclusive"
 
@@ -85,12 +88,12 @@ def test_claims_run_on_the_tiny_model_and_share_their_runs(tmp_path, monkeypatch
     monkeypatch.setattr(llm_conflict, "_RUNS", {})
     ctx = Context(llm_model="tiny", data_dir=str(DATA))
     REGISTRY["llm-conflict-fedavg"].run(ctx)
-    assert ctx.runs == 4                        # FedDPO, two seeds, c ∈ {0, 1}
+    assert ctx.runs == 6                        # FedDPO, three seeds, c ∈ {0, 1}
     REGISTRY["llm-conflict-personalization"].run(ctx)
-    assert ctx.runs == 6                        # only FedPDPO's two runs are new
+    assert ctx.runs == 18                       # FedPDPO's six runs and the control's six are new
     assert main(["verify", "--claims", ",".join(IDS), "--llm-model", "tiny", "--data-dir", str(DATA),
                  "--out", str(tmp_path)]) == 0
-    assert len(llm_conflict._RUNS) == 6         # served from the cache: no run is repeated
+    assert len(llm_conflict._RUNS) == 18        # served from the cache: no run is repeated
     rows = {r["claim"]: r for r in json.loads((tmp_path / "report.json").read_text())["claims"]}
     for cid in IDS:
         r = rows[cid]
@@ -100,3 +103,35 @@ def test_claims_run_on_the_tiny_model_and_share_their_runs(tmp_path, monkeypatch
         assert controls and all(k["fitted"] and k["verdict"] in STATUSES for k in controls)
         if any(k["verdict"] != "refuted" for k in controls):
             assert r["verdict"] != "confirmed"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data not found")
+def test_claims_read_finished_runs_from_a_sweep_folder(tmp_path, monkeypatch):
+    """`verify --runs DIR`: runs whose config decides the same trajectory (here: other variant
+    labels, another log cadence, the data directory left to its default) are read, not rerun; an
+    unfinished point is run."""
+    pytest.importorskip("transformers")
+    from theory_lab.sweep import run_sweep
+
+    ctx = Context(llm_model="tiny", data_dir=str(DATA))
+    monkeypatch.setattr(llm_conflict, "_RUNS", {})
+    direct = {cid: REGISTRY[cid].run(ctx) for cid in IDS}
+    p = SETTING
+    wanted = [(m, s, c) for m, seeds in (("feddpo", p["seeds"] + p["control_seeds"]), ("fedpdpo", p["seeds"]))
+              for s in seeds for c in p["conflicts"]]
+    data = llm_conflict._config(ctx, "feddpo", 0, 0.0)
+    del data["llm"]["data_dir"]
+    data["run"]["log_every"] = 1
+    data["sweep"] = {"variants": [{"run.seed": s, "llm.conflict": c, "llm.personal.enabled": m == "fedpdpo",
+                                   "llm.personal.variant": f"{m} as labelled in a table"} for m, s, c in wanted]}
+    run_sweep(data, progress=False, out_dir=tmp_path / "sweep")
+    (tmp_path / "sweep" / "points" / "000" / "results.csv").unlink()   # as if interrupted there
+
+    monkeypatch.setattr(llm_conflict, "_RUNS", {})
+    ctx = Context(llm_model="tiny", data_dir=str(DATA), runs_dir=str(tmp_path / "sweep"))
+    for cid in IDS:
+        out = REGISTRY[cid].run(ctx)
+        assert (out.fitted, out.ci, out.verdict.status) == (direct[cid].fitted, direct[cid].ci, direct[cid].verdict.status)
+    assert ctx.runs == 1   # only the unfinished point
+    assert main(["verify", "--claims", IDS[0], "--llm-model", "tiny", "--runs", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "v")]) == 2

@@ -162,13 +162,15 @@ def _cmd_verify(args) -> int:
 
     if args.seeds < 1:
         raise ConfigError("--seeds", f"must be >= 1 (replicas per run), got {args.seeds}")
+    if args.runs and not Path(args.runs).is_dir():
+        raise ConfigError("--runs", f"{args.runs}: not a folder")
     ids = select(args.claims, args.track)
     out = prepare_out_dir(args.out, overwrite=args.overwrite, resumable=False)
     if any(REGISTRY[cid].track == "llm" for cid in ids):
         _threads_for("llm")
     print(f"{len(ids)} claims ({'quick' if args.quick else 'full'} suite, {args.seeds} seeds)")
     rows = verify(ids, args.quick, args.seeds, out, progress=print, llm_model=args.llm_model, llm_lr=args.llm_lr,
-                  data_dir=args.data_dir)
+                  data_dir=args.data_dir, runs_dir=args.runs)
     drawn = {Path(r["figure"]).name for r in rows if r["figure"]}
     for old in (out / "figures").glob("*.png"):   # --overwrite: an earlier report's figures do not stay
         if old.name not in drawn:
@@ -264,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--llm-model", default="smollm2", help="model of the LLM-track claims (tiny: fast check)")
     ver.add_argument("--llm-lr", type=float, default=0.01, help="SGD step size of the LLM-track claims")
     ver.add_argument("--data-dir", default="", help="data directory of the LLM-track claims")
+    ver.add_argument("--runs", default="", metavar="DIR",
+                     help="finished runs (a run's or a sweep's folder) the LLM-track claims read instead of rerunning")
     ver.add_argument("--strict", action="store_true",
                      help="exit 1 when a claim that should hold in its regime is refuted")
     ver.set_defaults(func=_cmd_verify)

@@ -34,7 +34,7 @@ def select(ids: str | None, track: str = "synthetic") -> list[str]:
 
 
 def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=print, **llm) -> list[dict]:
-    """Run the claims `ids`; `llm` sets the LLM-track claims' llm_model, llm_lr, data_dir."""
+    """Run the claims `ids`; `llm` sets the LLM-track claims' llm_model, llm_lr, data_dir, runs_dir."""
     ctx = Context(quick=quick, seeds=seeds, figure_dir=(Path(out) / "figures") if out else None, **llm)
     rows = []
     for cid in ids:

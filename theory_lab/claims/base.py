@@ -202,6 +202,7 @@ class Context:
     llm_model: str = "smollm2"  # the LLM-track claims' model ("tiny" for tests)
     llm_lr: float = 0.01        # their SGD step size (ηEL small: the leading-order regime)
     data_dir: str = ""          # their data directory ("" = llm.config's default)
+    runs_dir: str = ""          # finished runs (a run's or a sweep's folder) the LLM claims read, not rerun
 
     def sweep(self, base: dict, variants: list[dict], rounds: int | None = None, min_seeds: int = 0) -> RunResult:
         """Run `base` (a config as a dict) once per variant ({dotted.key: value}), all seeds

@@ -11,10 +11,13 @@ away, so their advantage over FedDPO on the opposed clients should grow with c.
   llm-conflict-personalization  growth of (FedPDPO − FedDPO) on the opposed clients, c=0 → 1
 
 The two claims share their runs (cached per model, data directory and sizes within a process):
-FedDPO with two run seeds and FedPDPO, each at c ∈ {0, 1}: six runs. CIs are bootstraps over
-held-out pairs: every (run, client)'s pairs are resampled with replacement, which, for 0/1
-outcomes, is a binomial redraw of its count of correct pairs (the run seeds are held fixed: two
-seeds are too few to resample).
+FedDPO and FedPDPO with run seeds 0, 1, 2, and FedDPO with run seeds 3, 4, 5 (the control), each at
+c ∈ {0, 1}: eighteen runs. `verify --runs DIR` takes the finished ones from a sweep folder instead
+(configs/conflict/imdb_table.toml runs all of them, in its first 18 points), matched by the
+trajectory their config decides. CIs are bootstraps over held-out pairs: every (run, client)'s pairs
+are resampled with replacement, which, for 0/1 outcomes, is a binomial redraw of its count of
+correct pairs (the run seeds are held fixed: three are too few to resample; the control's seeds
+measure what another draw of them does).
 
 One judge for both claims and their controls, with δ = the claim's tolerance (a material effect):
 confirmed when the CI excludes 0 and the estimate is at least δ; refuted when the whole CI lies
@@ -26,18 +29,25 @@ Opt-in (`theory-lab verify --track llm`): SmolLM2 runs take minutes each on a CP
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from analysis import Verdict
 from theory_lab import tracks
+from theory_lab.checkpoint import config_hash
 from theory_lab.claims.base import Claim, Context, Control, Outcome, ci_text, claim
-from theory_lab.config import build_config
+from theory_lab.config import build_config, to_dict
+from theory_lab.errors import ConfigError, LabError
+from theory_lab.results import read_results
 from theory_lab.runner import run
 
 # The setting of configs/conflict/imdb_4clients.toml, with 48 held-out pairs per client (not 16):
 # held-out evaluation is forward-only and cheap next to training, and it narrows every CI by √3.
 SETTING = {"clients": 4, "pairs": 24, "heldout": 48, "rounds": 8, "E": 2, "b": 4, "lr": 1e-3,
-           "max_length": 64, "conflicts": (0.0, 1.0), "seeds": (0, 1), "delta": 0.25}
+           "max_length": 64, "conflicts": (0.0, 1.0), "seeds": (0, 1, 2), "control_seeds": (3, 4, 5),
+           "delta": 0.25}
 REGIME = ("SmolLM2-135M-Instruct + LoRA r=8 (q,v), IMDb counterfactual pairs, {clients} IID clients × {pairs} train "
           "+ {heldout} held-out pairs, half of them opposed, max length {max_length}, E={E}, b={b}, AdamW {lr:g}, "
           "{rounds} rounds, c ∈ {conflicts}; held-out accuracy at the last round")
@@ -68,32 +78,78 @@ def _base(ctx: Context) -> dict:
     }
 
 
-def _summary(result) -> dict:
+def _summary(table, manifest: dict, sizes: list[int]) -> dict:
     """What the claims read from a finished run: correct held-out pairs per client (implicit reward
     for FedDPO, the personalised prediction for FedPDPO), the reference model's, and the loss."""
-    last = result.table[result.table["round"] == result.table["round"].max()].iloc[0]
-    sizes = [tp.n_pairs for tp in result.oracle.heldout]
-    acc = [float(last[f"eval_pref_acc_client{i}"]) for i in range(len(sizes))]
-    ref = result.manifest["reference_pref_acc"]["per_client"]
-    return {"n": np.asarray(sizes), "correct": np.rint(np.asarray(acc) * sizes).astype(int),
-            "ref_correct": np.rint(np.asarray(ref) * sizes).astype(int),
-            "opposed": result.manifest.get("opposed_clients"), "train_loss": float(last["train_loss"])}
+    last = table[table["round"] == table["round"].max()].iloc[-1]
+    n = np.asarray(sizes)
+    acc = np.array([float(last[f"eval_pref_acc_client{i}"]) for i in range(len(n))])
+    ref = np.asarray(manifest["reference_pref_acc"]["per_client"])
+    return {"n": n, "correct": np.rint(acc * n).astype(int), "ref_correct": np.rint(ref * n).astype(int),
+            "opposed": manifest.get("opposed_clients"), "train_loss": float(last["train_loss"])}
+
+
+def _trajectory_key(config: dict) -> str:
+    """The hash of what decides a run's trajectory: the config less its logging cadence, its free
+    `llm.personal.variant` label, and the spelling of its data directory (resolved)."""
+    cfg = build_config(config)
+    data = to_dict(cfg)
+    data["llm"]["data_dir"] = str(cfg.llm.resolved_data_dir().resolve())
+    data["llm"]["personal"]["variant"] = ""
+    return config_hash(data)
+
+
+def _finished(folder: str) -> dict[str, Path]:
+    """The finished runs under `folder` (a run's folder, or a sweep's points/NNN), by trajectory."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError("--runs", f"{folder}: not a folder")
+    found = {}
+    for manifest in [root / "manifest.json", *sorted(root.glob("points/[0-9][0-9][0-9]/manifest.json"))]:
+        if manifest.is_file() and (manifest.parent / "results.csv").is_file():
+            found[_trajectory_key(json.loads(manifest.read_text())["config"])] = manifest.parent
+    return found
+
+
+def _from_folder(path: Path, cfg) -> dict:
+    """A finished run's summary from its folder. The held-out sizes are the config's; a client
+    with fewer pairs would make some accuracy × size fractional, which is refused."""
+    table, manifest = read_results(path)
+    n = [cfg.llm.heldout_per_client] * cfg.llm.n_clients
+    summary = _summary(table, manifest, n)
+    last = table[table["round"] == table["round"].max()].iloc[-1]
+    acc = np.array([last[f"eval_pref_acc_client{i}"] for i in range(len(n))])
+    if np.abs(acc * n - summary["correct"]).max() > 1e-6:
+        raise LabError(f"{path}: the held-out accuracies are not counts out of {n[0]} pairs per client")
+    return summary
 
 
 def _runs(ctx: Context, wanted: list[tuple[str, int, float]]) -> dict:
-    """The summaries of runs (method, seed, c), running the ones not cached; one model load for all."""
+    """The summaries of runs (method, seed, c): from the cache, then from ctx.runs_dir, running
+    the rest (one model load for all)."""
     key = (ctx.llm_model, ctx.data_dir, repr(_setting(ctx)))
-    todo = [w for w in wanted if (*key, *w) not in _RUNS]
-    if todo:
+    configs = {w: build_config(_config(ctx, *w)) for w in wanted if (*key, *w) not in _RUNS}
+    finished = _finished(ctx.runs_dir) if ctx.runs_dir and configs else {}
+    for w, cfg in list(configs.items()):
+        path = finished.get(_trajectory_key(to_dict(cfg)))
+        if path is not None:
+            _RUNS[(*key, *w)] = _from_folder(path, cfg)
+            del configs[w]
+    if configs:
         with tracks.get("llm").sweep_context():
-            for method, seed, c in todo:
-                data = _base(ctx)
-                data["run"]["seed"] = seed   # the algorithm's noise (minibatches); the data stay fixed
-                data["llm"]["conflict"] = c
-                data["llm"]["personal"]["enabled"] = method == "fedpdpo"
-                _RUNS[(*key, method, seed, c)] = _summary(run(build_config(data), progress=False))
+            for w, cfg in configs.items():
+                result = run(cfg, progress=False)
+                _RUNS[(*key, *w)] = _summary(result.table, result.manifest, [tp.n_pairs for tp in result.oracle.heldout])
                 ctx.runs += 1
     return {w: _RUNS[(*key, *w)] for w in wanted}
+
+
+def _config(ctx: Context, method: str, seed: int, c: float) -> dict:
+    data = _base(ctx)
+    data["run"]["seed"] = seed   # the algorithm's noise (minibatches); the data stay fixed
+    data["llm"]["conflict"] = c
+    data["llm"]["personal"]["enabled"] = method == "fedpdpo"
+    return data
 
 
 def _opposed(runs: dict) -> list[int]:
@@ -178,32 +234,36 @@ def llm_conflict_fedavg(ctx: Context, c: Claim) -> Outcome:
        "per-client accuracy: FedPDPO's advantage over FedDPO on the opposed clients grows with the conflict knob, "
        "because its personal head, reward head and bottleneck are never averaged with the other clients'",
        source="issue 18; Zhu et al. (FedPDPO, arXiv:2603.19741)",
-       metric="[acc_FedPDPO − acc_FedDPO](c=1) − [acc_FedPDPO − acc_FedDPO](c=0) on the opposed clients",
-       regime=REGIME + "; FedPDPO (personal head r=4, reward head, bottleneck 16) against FedDPO run seed {seeds[0]}",
+       metric="[acc_FedPDPO − acc_FedDPO](c=1) − [acc_FedPDPO − acc_FedDPO](c=0) on the opposed clients, "
+              "mean over run seeds {seeds}".format(**SETTING),
+       regime=REGIME + "; FedPDPO (personal head r=4, reward head, bottleneck 16) and FedDPO, run seeds {seeds}",
        params=SETTING, predicted="growth > 0, at least δ = {delta} (CI excludes 0)".format(**SETTING),
        tolerance=SETTING["delta"],
-       controls=[Control("FedDPO, another seed", "algorithm", "FedDPO with run seed {seeds[1]} in FedPDPO's place: "
-                         "no personal parts, so its advantage over FedDPO cannot grow with the knob; the same check "
-                         "must refute it".format(**SETTING))])
+       controls=[Control("FedDPO, other seeds", "algorithm", "FedDPO with run seeds {control_seeds} in FedPDPO's "
+                         "place: no personal parts, so its advantage over FedDPO cannot grow with the knob; the "
+                         "same check must refute it".format(**SETTING))])
 def llm_conflict_personalization(ctx: Context, c: Claim) -> Outcome:
     p = c.params
     lo_c, hi_c = min(p["conflicts"]), max(p["conflicts"])
-    s0, s1 = p["seeds"][:2]
-    runs = _runs(ctx, [(m, s, k) for m, s in (("feddpo", s0), ("fedpdpo", s0), ("feddpo", s1)) for k in (lo_c, hi_c)])
+    arms = (("feddpo", p["seeds"]), ("fedpdpo", p["seeds"]), ("feddpo", p["control_seeds"]))
+    runs = _runs(ctx, [(m, s, k) for m, seeds in arms for s in seeds for k in (lo_c, hi_c)])
     opposed = _opposed(runs)
+    w = 1.0 / len(p["seeds"])
 
-    def growth(method, seed):
-        return _estimate([(1.0, runs[(method, seed, hi_c)], "correct"), (-1.0, runs[("feddpo", s0, hi_c)], "correct"),
-                          (-1.0, runs[(method, seed, lo_c)], "correct"), (1.0, runs[("feddpo", s0, lo_c)], "correct")],
-                         opposed)
+    def growth(method, seeds):
+        """Mean over paired seeds of [method − FedDPO](c = 1) − [method − FedDPO](c = 0)."""
+        return _estimate([(sign * w, runs[(m, s, k)], "correct")
+                          for mine, base in zip(seeds, p["seeds"])
+                          for sign, m, s, k in ((1, method, mine, hi_c), (-1, "feddpo", base, hi_c),
+                                                (-1, method, mine, lo_c), (1, "feddpo", base, lo_c))], opposed)
 
-    value, ci = growth("fedpdpo", s0)
-    null, null_ci = growth("feddpo", s1)
+    value, ci = growth("fedpdpo", p["seeds"])
+    null, null_ci = growth("feddpo", p["control_seeds"])
     details = {"sizes run": _setting(ctx), "opposed clients": opposed,
                "accuracy on the opposed clients per (method, seed, c)": {
-                   f"{m}, {s}, {k:g}": _acc(runs[(m, s, k)], opposed)
-                   for m, s in (("feddpo", s0), ("fedpdpo", s0), ("feddpo", s1)) for k in (lo_c, hi_c)}}
+                   f"{m}, {s}, {k:g}": _acc(runs[(m, s, k)], opposed) for m, seeds in arms for s in seeds
+                   for k in (lo_c, hi_c)}}
     out = Outcome(value, ci, _judge(value, ci, c.tolerance, "FedPDPO's advantage growth"), c.tolerance,
                   details=details)
-    return out.control("FedDPO, another seed", f"growth {ci_text(null, null_ci)}",
-                       _judge(null, null_ci, c.tolerance, "FedDPO (another seed)'s advantage growth"))
+    return out.control("FedDPO, other seeds", f"growth {ci_text(null, null_ci)}",
+                       _judge(null, null_ci, c.tolerance, "FedDPO (other seeds)'s advantage growth"))
