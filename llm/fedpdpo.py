@@ -275,10 +275,9 @@ class FedPDPOOracle(LLMOracle):
                             for i in range(self.n_clients)]).to(theta)
 
     def personal_accuracy(self, X: torch.Tensor) -> torch.Tensor:
-        """[1]: Σ_i w_i (held-out accuracy of client i at its own row X[0, i] and its personal modules)."""
-        acc = torch.stack([(self._combined(*self._client_margins(X[0, i], i)) > 0).double().mean()
-                           for i in range(self.n_clients)])
-        return (self.weights[0].double() * acc).sum().reshape(1).to(X)
+        """[1, N]: held-out accuracy of client i at its own row X[0, i] and its personal modules."""
+        return torch.stack([(self._combined(*self._client_margins(X[0, i], i)) > 0).double().mean().cpu()
+                            for i in range(self.n_clients)]).unsqueeze(0)
 
     def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Metrics [1] at the shared adapter θ [1, P], each client with its own personal modules:

@@ -45,6 +45,7 @@ class LLMOracle:
     with w_i ∝ n_i. Metrics of the averaged model on every client's held-out pairs."""
 
     n_seeds = 1
+    reports_clients = True   # evaluate() reports each client's accuracy (eval_pref_acc_client{i})
     smoothness = None
 
     def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
@@ -330,12 +331,12 @@ class LLMOracle:
                             for tp, ref in zip(self.heldout, self.ref_heldout)]).to(theta)
 
     def personal_accuracy(self, X: torch.Tensor) -> torch.Tensor:
-        """[1]: Σ_i w_i (held-out preference accuracy of client i at its own row X[0, i])."""
+        """[1, N]: held-out preference accuracy of client i at its own row X[0, i] (float64)."""
         acc = []
         for i, (tp, ref) in enumerate(zip(self.heldout, self.ref_heldout)):
             self._load(X[0, i])
             acc.append(preference_accuracy(self._margins(tp, ref).double().cpu()))
-        return (self.weights[0].double() * torch.stack(acc)).sum().reshape(1).to(X)
+        return torch.stack(acc).unsqueeze(0)
 
     def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Metrics [1] of the averaged model θ [1, P]: held-out `eval_pref_acc` and `reward_margin`

@@ -6,8 +6,9 @@ how many runs each row averages.
 
     python -m paper_figures.llm_conflict_table runs/conflict_table
 
-Per run: the accuracy of each client on its own held-out pairs (the implicit reward for FedDPO,
-FedProx, SCAFFOLD and local DPO; FedPDPO's personalised prediction), pooled over the kept and the
+Per run: the accuracy of each client on its own held-out pairs with the model it uses (the implicit
+reward for FedDPO, FedProx, SCAFFOLD and local DPO; FedPDPO's personalised prediction; FedSA's
+client at its own B factors, `personal_pref_acc_client{i}`), pooled over the kept and the
 opposed clients (equal held-out sizes: the mean of the clients'), and the worst client. A row is
 the mean over its seeds, ± the seeds' standard deviation (the spread a reader sees between reruns;
 one client's 48 pairs add a binomial standard error near 0.06 per client)."""
@@ -38,9 +39,10 @@ def load(folder: str | Path) -> pd.DataFrame:
         table = pd.read_csv(point / "results.csv")
         last = table[table["round"] == table["round"].max()].iloc[-1]
         n = cfg["llm"]["n_clients"]
+        own = "personal_pref_acc_client" if f"personal_pref_acc_client{n - 1}" in last else "eval_pref_acc_client"
         rows.append({"method": cfg["llm"]["personal"]["variant"], "conflict": cfg["llm"]["conflict"],
                      "seed": cfg["run"]["seed"], "opposed": tuple(opposed_clients(n, cfg["llm"]["seed"])),
-                     "acc": np.array([last[f"eval_pref_acc_client{i}"] for i in range(n)]),
+                     "acc": np.array([last[f"{own}{i}"] for i in range(n)]),
                      "reference": np.array(manifest["reference_pref_acc"]["per_client"]),
                      "train_loss": last["train_loss"], "wall_s": manifest["wall_s"]})
     return pd.DataFrame(rows)

@@ -171,9 +171,9 @@ class SyntheticOracle(LogLinearDPO):
         return hessian_max_eig_at(self, theta)
 
     def personal_accuracy(self, X):
-        """[S]: Σ_i w_i (held-out accuracy of client i at its own row X[:, i]), X [S, N, P]."""
+        """[S, N]: held-out accuracy of client i at its own row X[:, i], X [S, N, P]."""
         h = self._prep(X, None, None, held_out=True)[-1]
-        return (self.weights * (h > 0).to(DTYPE).mean(-1)).sum(-1)
+        return (h > 0).to(DTYPE).mean(-1)
 
     def evaluate(self, theta):
         c = self.constants

@@ -116,6 +116,7 @@ def test_fedsa_keeps_personal_b_and_resumes_bit_identically(tmp_path):
     b = full.algorithm.b_clients
     assert (b[:, 0] - b[:, 1]).abs().max() > 1e-3          # each client its own B
     personal = full.table["personal_pref_acc"]               # each client evaluated at its own B
+    assert not any(c.startswith("personal_pref_acc_client") for c in full.table)   # per client: LLM track only
     assert personal.notna().all() and personal.between(0, 1).all()
     assert run(build_config(factorised_cfg("factors")), progress=False).table["personal_pref_acc"].isna().all()
     run(build_config({**cfg, "run": {**cfg["run"], "rounds": 6}}), progress=False, checkpoint_dir=tmp_path)
@@ -233,6 +234,22 @@ def test_factorised_rules_aggregate_fedpdpos_shared_adapter(tmp_path, rule):
         assert err.max() < 1e-6                       # float32 rounding only (~2e-7)
     if rule == "fedsa":                               # a real error (small: η³ from B = 0) and personal accuracy
         assert err.max() > 5e-6 and t["personal_pref_acc"].notna().all()
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+@pytest.mark.parametrize("personal", ["", "[llm.personal]\nenabled = true\n"])
+def test_fedsa_reports_each_clients_own_accuracy_on_the_llm(tmp_path, personal):
+    """personal_pref_acc per client (each at its own B; FedPDPO: with its modules too), beside
+    eval_pref_acc_client{i} of the averaged model; personal_pref_acc is their weighted mean."""
+    from theory_lab.cli import main
+
+    block = 'name = "feddpo"\nlocal_steps = 2\nlora_aggregation = "fedsa"\n'
+    cfg = tiny_llm(tmp_path, rounds=2, log_every=1, n_clients=3, participation=0, personal=personal, algorithm=block)
+    assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    t = pd.read_csv(tmp_path / "out" / "results.csv").dropna(subset=["personal_pref_acc"])   # from round 1
+    per = t[[f"personal_pref_acc_client{i}" for i in range(3)]].to_numpy()
+    assert len(t) >= 2 and ((per >= 0) & (per <= 1)).all()
+    assert (per.min(1) - 1e-6 <= t["personal_pref_acc"]).all() and (t["personal_pref_acc"] <= per.max(1) + 1e-6).all()
 
 
 def test_predict_and_constants_estimate_the_factorised_problem(tmp_path, capsys):

@@ -18,6 +18,7 @@ class Oracle(Protocol):
     dtype: torch.dtype
     weights: torch.Tensor  # [S, N] client weights w_i (sum to 1 over clients)
     smoothness: torch.Tensor | None  # [S] global L when known (for the 2/L divergence message)
+    reports_clients: bool  # optional: evaluate() also reports eval_pref_acc_client{i} (per-client columns)
 
     def init_params(self) -> torch.Tensor:
         """Starting model theta_0, shape [S, P]."""
@@ -39,9 +40,9 @@ class Oracle(Protocol):
         ``grad``, ``loss`` and ``evaluate`` never do (constants are estimated with them)."""
 
     def personal_accuracy(self, X: torch.Tensor) -> torch.Tensor:
-        """Optional. [S]: client-weighted held-out preference accuracy when client i uses its own
-        row X[:, i] ([S, N, P]): the metric of algorithms whose clients keep personal parameters
-        (fedsa's B factors; `Algorithm.personal_params`)."""
+        """Optional. [S, N]: held-out preference accuracy of client i at its own row X[:, i]
+        ([S, N, P]): the metric of algorithms whose clients keep personal parameters (fedsa's B
+        factors; `Algorithm.personal_params`), logged client-weighted as `personal_pref_acc`."""
 
     def evaluate(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Metrics of the averaged model theta [S, P], each a tensor [S]: any of ``subopt``,

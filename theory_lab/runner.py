@@ -93,7 +93,7 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
         if r % cfg.run.log_every == 0 or r == rounds:
             metrics = oracle.evaluate(alg.model())
             personal = alg.personal_params()
-            metrics["personal_pref_acc"] = nan if personal is None else oracle.personal_accuracy(personal)
+            metrics.update(personal_metrics(oracle, personal, nan))
             first_loss = metrics["train_loss"] if first_loss is None else first_loss
             _check_divergence(cfg, oracle, alg, metrics["train_loss"], first_loss, r)
             records.append({
@@ -117,6 +117,19 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
         manifest["reference_pref_acc"] = oracle.reference_accuracy()
         manifest.update(getattr(oracle, "data_summary", {}))   # e.g. the clients the conflict knob reverses
     return RunResult(table, manifest, alg, oracle)
+
+
+def personal_metrics(oracle, personal: torch.Tensor | None, nan: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`personal_pref_acc`: the clients' held-out accuracy at their own rows, client-weighted (NaN
+    when the algorithm keeps no personal rows); per client too where the oracle reports the
+    averaged model per client (the LLM track), so the two compare column by column."""
+    if personal is None:
+        return {"personal_pref_acc": nan}
+    acc = oracle.personal_accuracy(personal).double()   # [S, N]
+    out = {"personal_pref_acc": (oracle.weights.double() * acc).sum(-1).to(oracle.dtype)}
+    if getattr(oracle, "reports_clients", False):
+        out.update({f"personal_pref_acc_client{i}": acc[:, i].to(oracle.dtype) for i in range(acc.shape[1])})
+    return out
 
 
 def _check_divergence(cfg, oracle, alg, loss, first_loss, r) -> None:
