@@ -80,10 +80,13 @@ def _base(ctx: Context) -> dict:
 
 def _summary(table, manifest: dict, sizes: list[int]) -> dict:
     """What the claims read from a finished run: correct held-out pairs per client (implicit reward
-    for FedDPO, the personalised prediction for FedPDPO), the reference model's, and the loss."""
+    for FedDPO, the personalised prediction for FedPDPO), the reference model's, and the loss.
+    Accuracies that are not counts out of `sizes` (a run with other held-out sizes) are refused."""
     last = table[table["round"] == table["round"].max()].iloc[-1]
     n = np.asarray(sizes)
     acc = np.array([float(last[f"eval_pref_acc_client{i}"]) for i in range(len(n))])
+    if np.abs(acc * n - np.rint(acc * n)).max() > 1e-6:
+        raise LabError(f"the held-out accuracies {acc.tolist()} are not counts out of {sizes} pairs")
     ref = np.asarray(manifest["reference_pref_acc"]["per_client"])
     return {"n": n, "correct": np.rint(acc * n).astype(int), "ref_correct": np.rint(ref * n).astype(int),
             "opposed": manifest.get("opposed_clients"), "train_loss": float(last["train_loss"])}
@@ -112,16 +115,8 @@ def _finished(folder: str) -> dict[str, Path]:
 
 
 def _from_folder(path: Path, cfg) -> dict:
-    """A finished run's summary from its folder. The held-out sizes are the config's; a client
-    with fewer pairs would make some accuracy × size fractional, which is refused."""
-    table, manifest = read_results(path)
-    n = [cfg.llm.heldout_per_client] * cfg.llm.n_clients
-    summary = _summary(table, manifest, n)
-    last = table[table["round"] == table["round"].max()].iloc[-1]
-    acc = np.array([last[f"eval_pref_acc_client{i}"] for i in range(len(n))])
-    if np.abs(acc * n - summary["correct"]).max() > 1e-6:
-        raise LabError(f"{path}: the held-out accuracies are not counts out of {n[0]} pairs per client")
-    return summary
+    """A finished run's summary from its folder, with the config's held-out sizes."""
+    return _summary(*read_results(path), [cfg.llm.heldout_per_client] * cfg.llm.n_clients)
 
 
 def _runs(ctx: Context, wanted: list[tuple[str, int, float]]) -> dict:
