@@ -174,6 +174,11 @@ def _alg_cfg(name: str, b: int):
     return cfg
 
 
+# how every oracle runs its forwards (--prefix-sharing, --gradient-checkpointing; a configuration's own
+# client batching on top)
+EXECUTION: dict = {}
+
+
 def _oracle(model, tokenizer, train_sets, heldout_sets, device, lora: bool = True, eval_batch_size: int = 16,
             **batching):
     from llm.model import add_lora
@@ -182,7 +187,7 @@ def _oracle(model, tokenizer, train_sets, heldout_sets, device, lora: bool = Tru
     if lora:
         model = add_lora(model, LORA["r"], LORA["alpha"], LORA["dropout"], LORA["targets"], seed=0)
     return LLMOracle(model, [_tok(p, tokenizer) for p in train_sets], [_tok(p, tokenizer) for p in heldout_sets],
-                     BETA, "sigmoid", eval_batch_size=eval_batch_size, device=device, **batching)
+                     BETA, "sigmoid", eval_batch_size=eval_batch_size, device=device, **{**EXECUTION, **batching})
 
 
 def run_clients(model, tokenizer, pool, a, device, which: str, N: int):
@@ -548,6 +553,7 @@ def worker(a) -> dict:
     global MAX_LEN, MAX_PROMPT
     MAX_LEN, MAX_PROMPT = a.max_length, a.max_prompt_length
     torch.set_num_threads(a.threads)
+    EXECUTION.update(prefix_sharing=a.prefix_sharing, gradient_checkpointing=a.gradient_checkpointing)
     from llm.model import load_model, resolve_device
 
     device = resolve_device(a.device)
@@ -620,7 +626,9 @@ def _run_worker(config: str, a) -> dict:
            "--clients", str(a.clients), "--pairs-per-client", str(a.pairs_per_client),
            "--threads", str(a.threads), "--device", a.device, "--data", a.data,
            "--max-length", str(a.max_length), "--max-prompt-length", str(a.max_prompt_length),
-           "--client-counts", a.client_counts, *(["--logits-path"] if a.logits_path else [])]
+           "--client-counts", a.client_counts, "--prefix-sharing", a.prefix_sharing,
+           *(["--logits-path"] if a.logits_path else []),
+           *(["--gradient-checkpointing"] if a.gradient_checkpointing else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TQDM_DISABLE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -740,6 +748,10 @@ def main(argv=None) -> None:
     p.add_argument("--trl-batch", type=int, default=None, help="pairs per step of the TRL configurations (default --batch)")
     p.add_argument("--logits-path", action="store_true",
                    help="log-probs from full-vocabulary logits (llm.dpo.PLAIN_HEAD emptied): the memory before the chunked head")
+    p.add_argument("--prefix-sharing", default="auto", choices=["auto", "on", "off"],
+                   help="llm.prefix_sharing of every oracle (auto: on the CPU only)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="llm.gradient_checkpointing: layers recompute their activations in the backward")
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (FedDPO: ceil(steps/clients) rounds)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)

@@ -109,10 +109,11 @@ def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor]
                 chunk = [i[j0:j0 + pairs] for i in idx[ks]]
                 rows = client_rows([oracle.train[c] for c in ids[ks]], chunk)
                 ref = torch.cat([oracle.ref_train[c][i.to(oracle.ref_train[c].device)] for c, i in zip(ids[ks], chunk)])
+                # the backward inside: under gradient checkpointing it replays the stacked forward
                 with stacked_adapters(oracle.model, oracle._lora, W[ks], len(chunk[0])):
                     per_client = losses_of(ks, rows, ref).view(len(chunk), -1).sum(1) / n
-                if backward:
-                    per_client.sum().backward()
+                    if backward:
+                        per_client.sum().backward()
                 total[ks] += per_client.detach().double().cpu()
     return total
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from llm.personal import PersonalConfig
 from theory_lab.choices import check_choices
@@ -50,6 +50,10 @@ class LLMConfig:
     # each pair's prompt runs once for both responses (a KV cache; same values): "auto" on the CPU only,
     # where it saves time (on an H200 it cost 1.5x: more, smaller kernels)
     prefix_sharing: Literal[PREFIX_SHARING] = "auto"
+    # recompute each transformer layer's activations in the backward instead of keeping them
+    # (llm.model.checkpoint_layers; exact): memory for more rows per forward, for ~1/3 more compute.
+    # Prefix sharing's KV cache cannot be recomputed, so "auto" prefix sharing turns off with it
+    gradient_checkpointing: bool = False
     seed: int = 0                   # data sampling and partition
     personal: PersonalConfig = field(default_factory=PersonalConfig)  # FedPDPO modules (llm/fedpdpo.py)
 
@@ -81,7 +85,14 @@ class LLMConfig:
         need(len(self.target_modules) >= 1, "target_modules", "needs at least one module name")
         need(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         need(self.max_rows_per_forward >= 2, "max_rows_per_forward", f"must be >= 2 (one pair), got {self.max_rows_per_forward}")
+        need(not (self.gradient_checkpointing and self.prefix_sharing == "on"), "gradient_checkpointing",
+             "cannot recompute the layers of prefix sharing's KV-cache forwards: set llm.prefix_sharing to auto or off")
         self.personal.validate()
+
+    def execution(self) -> dict:
+        """How the oracle runs its forwards (the LLMOracle keyword arguments; values unchanged)."""
+        return dict(client_batching=self.client_batching, max_rows_per_forward=self.max_rows_per_forward,
+                    prefix_sharing=self.prefix_sharing, gradient_checkpointing=self.gradient_checkpointing)
 
     def resolved_data_dir(self) -> Path:
         """Config field, then $DDPO_DATA_DIR, then ../shared/data beside the project root."""

@@ -48,11 +48,9 @@ class FedPDPOOracle(LLMOracle):
     """LLMOracle whose clients also hold personal modules (see the module docstring)."""
 
     def __init__(self, model, train: list, heldout: list, beta: float, personal: PersonalConfig | None = None,
-                 loss_type: str = "sigmoid", eval_batch_size: int = 16, device=None, seed: int = 0,
-                 client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto"):
-        super().__init__(model, train, heldout, beta, loss_type, eval_batch_size, device,
-                         client_batching=client_batching, max_rows_per_forward=max_rows_per_forward,
-                         prefix_sharing=prefix_sharing)
+                 loss_type: str = "sigmoid", eval_batch_size: int = 16, device=None, seed: int = 0, **execution):
+        """`execution`: LLMOracle's keyword arguments on how forwards run (client_batching, ...)."""
+        super().__init__(model, train, heldout, beta, loss_type, eval_batch_size, device, **execution)
         self.cfg = personal if personal is not None else PersonalConfig(enabled=True)
         self.cfg.validate()
         base = model.get_base_model()
@@ -285,7 +283,7 @@ class FedPDPOOracle(LLMOracle):
         `eval_pref_acc_implicit` (m > 0), `eval_pref_acc_explicit` (e > 0, with a reward head),
         `reward_margin` (mean m + λe), and `train_loss`, `grad_norm_sq` of Σ_i w_i f_i with respect
         to the shared adapter on the fixed evaluation batch (NaN local-only: nothing is shared)."""
-        w = self.weights[0].double()
+        w = self.weights[0].double().cpu()
         acc, acc_imp, acc_exp, margin = [], [], [], []
         for i in range(self.n_clients):
             implicit, explicit = self._client_margins(theta[0], i)
@@ -358,9 +356,7 @@ def build_fedpdpo_oracle(cfg, personal: PersonalConfig | None = None) -> FedPDPO
         return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
     oracle = FedPDPOOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs], cfg.beta,
-                           personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed,
-                           client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward,
-                           prefix_sharing=cfg.prefix_sharing)
+                           personal, cfg.loss_type, cfg.eval_batch_size, device, seed=cfg.seed, **cfg.execution())
     oracle.data_summary = data_summary(cfg)
     return oracle
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.util
 import warnings
 from pathlib import Path
@@ -87,7 +88,12 @@ _LOADED: dict | None = None  # inside reuse_loaded_models(): (spec, dtype, devic
 def reuse_loaded_models():
     """Inside this block load_model loads each (spec, dtype, device) once and returns deep copies
     of it (SmolLM2's GGUF de-quantization costs ~20 s a run): for many short runs in one process.
-    A copy is the model a fresh load gives, so runs are unchanged (add_lora wraps the copy)."""
+    A copy is the model a fresh load gives, so runs are unchanged (add_lora wraps the copy).
+
+    Every copy of one load also carries `reference_memo`, one dict shared by them all: the same
+    base weights give the same DPO reference log-probs, so the oracles of a sweep's runs compute
+    each client set's reference once (llm.oracle.LLMOracle keys it by the tokens and by how the
+    forward runs: the values are those a fresh computation gives, bit for bit)."""
     global _LOADED
     outer = _LOADED
     _LOADED = {} if outer is None else outer
@@ -103,9 +109,11 @@ def load_model(spec: str, dtype: str = "auto", device: str = "cpu"):
     if _LOADED is not None:
         key = (spec, dtype, device)
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, dtype, device)
-        model, tokenizer = _LOADED[key]
-        return copy.deepcopy(model), tokenizer
+            _LOADED[key] = (*_load(spec, dtype, device), {})
+        model, tokenizer, memo = _LOADED[key]
+        model = copy.deepcopy(model)
+        model.reference_memo = memo   # shared, not copied: see reuse_loaded_models
+        return model, tokenizer
     return _load(spec, dtype, device)
 
 
@@ -324,6 +332,41 @@ def set_trainable_vector(model, vec: torch.Tensor) -> None:
         raise ValueError(f"expected a vector of {size} trainable parameters, got shape {tuple(vec.shape)}")
     p0 = params[0]
     vector_to_parameters(vec.detach().to(device=p0.device, dtype=p0.dtype, copy=True), params)
+
+
+def checkpoint_layers(model) -> int:
+    """Activation (gradient) checkpointing: every transformer layer keeps only its inputs for the
+    backward and recomputes its activations there (non-reentrant torch.utils.checkpoint), so a
+    forward holds one layer's activations at a time instead of all of them: memory for more
+    rows per forward, at the price of a second forward through the body. Exact (the recompute
+    runs the same operations on the same inputs). Returns the number of layers wrapped.
+
+    Our own wrapper, not transformers' gradient_checkpointing_enable: that one acts in train
+    mode only, and the oracles run in eval mode (no dropout, deterministic). A layer called with
+    a KV cache (prefix sharing) runs unwrapped, since its recompute would write the cache twice;
+    a forward hook a caller adds around the forward (llm.batched's stacked adapters) must still
+    be in place during the backward, which replays it.
+
+    >>> from llm.model import tiny_llama
+    >>> checkpoint_layers(tiny_llama(259))   # the tiny model's 2 decoder layers
+    2
+    """
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    def wrap(forward):
+        @functools.wraps(forward)
+        def checkpointed(*args, **kwargs):
+            if not torch.is_grad_enabled() or any(kwargs.get(k) is not None for k in ("cache", "past_key_values")):
+                return forward(*args, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return checkpointed
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        if "forward" not in vars(layer):   # wrapped already (an instance attribute): once is enough
+            layer.forward = wrap(layer.forward)
+    return len(layers)
 
 
 def lora_modules(model) -> list[tuple[str, torch.nn.Module, Factor]]:

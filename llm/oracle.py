@@ -5,8 +5,9 @@ One base model is loaded once; a client's parameters are loaded into the adapter
 (`set_trainable_vector`) just before its forward pass, so each extra simulated client costs only
 its parameter row (and optimizer state, held by the algorithm). The reference policy is the same
 model with its adapters disabled; its log-probs are computed once per client at construction and
-cached. The parameter stack, the client weights and the returned gradients live on the CPU (or
-wherever X lives); the model may be on a GPU.
+cached (once per sweep when its runs share a model load). The parameter stack, the client weights
+and the returned gradients live on `stack_device`, the model's device unless told otherwise: a GPU
+run keeps the stack and the algorithms' state on the GPU (docs/architecture.md, "Devices").
 
 All computations run in eval mode (no dropout) and draw no random numbers: given the indices from
 `sample_batch`, gradients and metrics are deterministic.
@@ -21,6 +22,7 @@ large batch measured slower than the same pairs in small per-client batches (doc
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -29,8 +31,8 @@ from torch.nn.utils import parameters_to_vector
 from llm.batched import CLIENT_BATCHING, batched_losses, stack_layout_error
 from llm.config import PREFIX_SHARING
 from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, sequence_logps, shared_prompt_logps
-from llm.model import (add_lora, fold_into_base, load_model, lora_modules, resolve_device, set_trainable_vector,
-                       trainable_parameters)
+from llm.model import (add_lora, checkpoint_layers, fold_into_base, load_model, lora_modules, resolve_device,
+                       set_trainable_vector, trainable_parameters)
 from theory_lab.errors import ConfigError
 
 
@@ -50,7 +52,8 @@ class LLMOracle:
 
     def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
                  eval_batch_size: int = 16, device: str | torch.device | None = None,
-                 client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto"):
+                 client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto",
+                 gradient_checkpointing: bool = False, stack_device: str | torch.device | None = None):
         if not hasattr(model, "disable_adapter"):
             raise TypeError("LLMOracle needs a peft model (llm.model.add_lora): the reference is the "
                             "model with its adapters disabled")
@@ -70,6 +73,9 @@ class LLMOracle:
             raise ConfigError("llm.client_batching", f"must be one of {', '.join(CLIENT_BATCHING)}, got {client_batching!r}")
         if prefix_sharing not in PREFIX_SHARING:
             raise ConfigError("llm.prefix_sharing", f"must be one of {', '.join(PREFIX_SHARING)}, got {prefix_sharing!r}")
+        if gradient_checkpointing and prefix_sharing == "on":
+            raise ConfigError("llm.gradient_checkpointing", "cannot recompute the layers of prefix sharing's KV-cache "
+                                                            "forwards: set llm.prefix_sharing to auto or off")
         if max_rows_per_forward < 2:
             raise ConfigError("llm.max_rows_per_forward", f"must be >= 2 (one pair), got {max_rows_per_forward}")
         self.model = model
@@ -81,8 +87,15 @@ class LLMOracle:
         if len(dtypes) != 1:
             raise ValueError(f"trainable parameters have mixed dtypes {dtypes}")
         self.device = torch.device(device) if device is not None else self.params[0].device
+        # where the parameter stack, the client weights and so the algorithms' state live: the model's
+        # device (no host round trip per step), unless told otherwise (tests: tests/second_device.py)
+        self.stack_device = torch.device(stack_device) if stack_device is not None else self.device
         self.beta, self.loss_type, self.eval_batch_size = float(beta), loss_type, int(eval_batch_size)
-        self.prefix_sharing = prefix_sharing == "on" or (prefix_sharing == "auto" and self.device.type == "cpu")
+        self.prefix_sharing = prefix_sharing == "on" or (
+            prefix_sharing == "auto" and self.device.type == "cpu" and not gradient_checkpointing)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        if gradient_checkpointing:
+            checkpoint_layers(model)
         self.train = [tp.to(self.device) for tp in train]
         self.heldout = [tp.to(self.device) for tp in heldout]
         self.n_clients = len(train)
@@ -90,8 +103,8 @@ class LLMOracle:
         self.dim = sum(p.numel() for p in self.params)
         self.sizes = torch.tensor([tp.n_pairs for tp in self.train])
         sizes = self.sizes.to(torch.float64)
-        self.weights = (sizes / sizes.sum()).to(self.dtype).unsqueeze(0)   # [1, N]
-        self._theta0 = parameters_to_vector(self.params).detach().cpu().clone()
+        self.weights = (sizes / sizes.sum()).to(self.dtype).unsqueeze(0).to(self.stack_device)   # [1, N]
+        self._theta0 = parameters_to_vector(self.params).detach().to(self.stack_device, copy=True)
         self._lora = lora_modules(model)
         self.factor_layout = [f for _, _, f in self._lora]   # where each A and B sits in a row
         self.client_batching, self.max_rows_per_forward = client_batching, int(max_rows_per_forward)
@@ -103,9 +116,11 @@ class LLMOracle:
         self._server_delta = self._folded = None
         # the fixed evaluation batch of the global objective: the first eval_batch_size training pairs
         self.eval_idx = [torch.arange(min(self.eval_batch_size, tp.n_pairs)) for tp in self.train]
-        # reference log-probs [n_i, 2] (chosen, rejected), once per client
-        self.ref_train = [self._reference(tp) for tp in self.train]
-        self.ref_heldout = [self._reference(tp) for tp in self.heldout]
+        # reference log-probs [n_i, 2] (chosen, rejected), once per client (once per sweep, where
+        # its runs share a model load: llm.model.reuse_loaded_models)
+        memo = getattr(model.get_base_model(), "reference_memo", None)
+        self.ref_train = [self._reference_once(tp, memo) for tp in self.train]
+        self.ref_heldout = [self._reference_once(tp, memo) for tp in self.heldout]
 
     # ------------------------------------------------------------------ forward passes
 
@@ -132,6 +147,21 @@ class LLMOracle:
                 c, r = self._policy_logps(tp, idx)
                 out.append(torch.stack([c, r], dim=1))
         return torch.cat(out)
+
+    def _reference_once(self, tp, memo: dict | None) -> torch.Tensor:
+        """_reference(tp), looked up in `memo` (shared by the copies of one model load) under
+        everything its value depends on besides the base weights: the tokens, the chunking, the
+        forward path and where it runs."""
+        if memo is None:
+            return self._reference(tp)
+        digest = hashlib.sha256()
+        for t in (tp.input_ids, tp.attention_mask, tp.response_mask):
+            digest.update(str((t.dtype, tuple(t.shape))).encode())
+            digest.update(t.cpu().contiguous().numpy().tobytes())
+        key = (digest.hexdigest(), self.eval_batch_size, self.prefix_sharing, str(self.device))
+        if key not in memo:
+            memo[key] = self._reference(tp)
+        return memo[key].clone()
 
     def _losses(self, tp, ref: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         c, r = self._policy_logps(tp, idx)
@@ -321,7 +351,7 @@ class LLMOracle:
         reward accuracy of the reference is 0 by construction (all margins are 0), so this is
         the baseline a trained policy must beat, together with chance (0.5)."""
         per_client = [float((ref[:, 0] > ref[:, 1]).double().mean()) for ref in self.ref_heldout]
-        w = self.weights[0].double().tolist()
+        w = self.weights[0].double().cpu().tolist()
         return {"weighted": sum(a * b for a, b in zip(w, per_client)), "per_client": per_client}
 
     def client_accuracy(self, theta: torch.Tensor) -> torch.Tensor:
@@ -343,7 +373,7 @@ class LLMOracle:
         (client-weighted), and `train_loss`, `grad_norm_sq` of f = Σ_i w_i f_i on the fixed
         evaluation batch (each client's first eval_batch_size training pairs)."""
         self._load(theta[0])
-        w = self.weights[0].double()
+        w = self.weights[0].double().cpu()   # metrics on the host, returned where theta lives
         margins = [self._margins(tp, ref).double().cpu() for tp, ref in zip(self.heldout, self.ref_heldout)]
         acc = torch.stack([preference_accuracy(h) for h in margins])
         margin = torch.stack([h.mean() for h in margins])
@@ -375,8 +405,6 @@ def build_llm_oracle(cfg) -> LLMOracle:
         return tokenize_pairs(pairs, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
     oracle = LLMOracle(model, [tok(p) for p in train_pairs], [tok(p) for p in heldout_pairs],
-                       cfg.beta, cfg.loss_type, cfg.eval_batch_size, device,
-                       client_batching=cfg.client_batching, max_rows_per_forward=cfg.max_rows_per_forward,
-                       prefix_sharing=cfg.prefix_sharing)
+                       cfg.beta, cfg.loss_type, cfg.eval_batch_size, device, **cfg.execution())
     oracle.data_summary = data_summary(cfg)
     return oracle

@@ -137,6 +137,8 @@ CASES = [
     llm('llm.data_dir="/nonexistent/data"', expect="llm.data_dir", name="missing data directory"),
     llm("llm.pairs_per_client=100000", expect="llm.pairs_per_client", name="more pairs than the data hold"),
     llm('llm.partition="natural"', expect="llm.datasets", name="natural partition without data sets"),
+    llm('llm.gradient_checkpointing=true', 'llm.prefix_sharing="on"', expect="llm.gradient_checkpointing",
+        name="gradient checkpointing with prefix sharing on"),
     Case("malformed JSONL line", ["llm", "--config", "{tmp}/cfg.toml", "--out", "{out}", "--quiet",
                                   "--set", 'llm.dataset="jsonl:{tmp}/pairs.jsonl"'], "pairs.jsonl:2",
          {"cfg.toml": LLM, "pairs.jsonl": '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a",\n'},

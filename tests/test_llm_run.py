@@ -60,21 +60,27 @@ def test_llm_bad_input_is_one_line(tmp_path, capsys, override, field):
 
 @needs_data
 def test_llm_sweep_loads_the_model_once_and_equals_separate_runs(tmp_path, monkeypatch):
+    """...and computes each client set's reference log-probs once (the same base weights: the
+    values a fresh computation gives, so the tables are equal to the last bit)."""
     import llm.model
+    from llm.oracle import LLMOracle
 
-    loads = []
-    real = llm.model._load
+    loads, references = [], []
+    real, real_reference = llm.model._load, LLMOracle._reference
     monkeypatch.setattr(llm.model, "_load", lambda *a: loads.append(a) or real(*a))
+    monkeypatch.setattr(LLMOracle, "_reference", lambda self, tp: references.append(tp) or real_reference(self, tp))
     cfg = tmp_path / "sweep.toml"
     cfg.write_text((ROOT / "configs/llm/hh_feddpo.toml").read_text()
                    + '[sweep.grid]\n"algorithm.local_steps" = [1, 2]\n')
     assert main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "sweep"), *TINY]) == 0
     assert len(loads) == 1
+    assert len(references) == 2 * 3   # train and held-out pairs of 3 clients, for both points
     swept = pd.read_csv(tmp_path / "sweep" / "results.csv")
     for run_id, steps in enumerate([1, 2]):
         out = tmp_path / f"one{steps}"
         assert main(["llm", "--config", str(ROOT / "configs/llm/hh_feddpo.toml"), "--out", str(out), *TINY,
                      "--set", f"algorithm.local_steps={steps}"]) == 0
+        assert len(references) == 6 * (1 + steps)   # a run alone: its own references
         one = pd.read_csv(out / "results.csv")
         mine = swept[swept["run_id"] == run_id].reset_index(drop=True)
         cols = [c for c in one.select_dtypes("number") if c not in ("wall_s", "run_id")]

@@ -52,7 +52,7 @@ def save(directory: str | Path, alg, gen: torch.Generator, round_: int, records:
     for key, value in _oracle_state(alg).items():
         tensors[f"oracle.{key}"] = value
     tensors["generator"] = gen.get_state()
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}   # a file holds host tensors
     atomic_write(directory / STATE, lambda tmp: save_file(tensors, tmp))
     meta = {"round": round_, "t": alg.t, "records": _plain(records), "counters": counters, "config": config,
             "config_hash": config_hash(config)}
@@ -93,4 +93,4 @@ def _oracle_state(alg) -> dict[str, torch.Tensor]:
 
 
 def _plain(records: list[dict]) -> list[dict]:
-    return [{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records]
+    return [{k: (v.cpu().tolist() if torch.is_tensor(v) else v) for k, v in rec.items()} for rec in records]

@@ -16,7 +16,7 @@ class InProcessCommunicator:
     def average(self, X: torch.Tensor, weights: torch.Tensor, clients: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted average of rows: X [S, K, P], weights [S, K] (normalised here) -> [S, P]."""
         w = weights / weights.sum(dim=1, keepdim=True)
-        return torch.einsum("sk,skp->sp", w.to(X.dtype), X)
+        return torch.einsum("sk,skp->sp", w.to(X), X)
 
     def rows(self, T: torch.Tensor) -> torch.Tensor:
         """T [S, N, P] with every row as the process that holds its client has it (here: T)."""
@@ -28,4 +28,4 @@ class InProcessCommunicator:
 
     def mix(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """One gossip step: row i becomes sum_j W_ij X_j. X [S, N, P], W [N, N]."""
-        return torch.matmul(W.to(X.dtype), X)
+        return torch.matmul(W.to(X), X)

@@ -45,8 +45,8 @@ class TorchCommunicator:
 
     # ---- the communicator interface ----
     def average(self, X, weights, clients=None):
-        w = weights * self._mine(weights.shape, clients)
-        total = torch.einsum("sk,skp->sp", w.to(X.dtype), X)
+        w = weights * self._mine(weights.shape, clients).to(weights.device)
+        total = torch.einsum("sk,skp->sp", w.to(X), X)
         self._all_reduce(total)
         return total / weights.sum(dim=1, keepdim=True).to(X.dtype)
 
@@ -58,14 +58,14 @@ class TorchCommunicator:
         return out
 
     def consensus(self, X, center, clients=None):
-        sq = (X - center.unsqueeze(1)).pow(2).sum(-1) * self._mine(X.shape[:2], clients)
+        sq = (X - center.unsqueeze(1)).pow(2).sum(-1) * self._mine(X.shape[:2], clients).to(X.device)
         total = sq.sum(1)
         self._all_reduce(total)
         return total / X.shape[1]
 
     def mix(self, X, W):
-        W = torch.as_tensor(W, dtype=X.dtype)
-        need = (W != 0).numpy()
+        W = torch.as_tensor(W, dtype=X.dtype, device=X.device)
+        need = (W != 0).cpu().numpy()
         mine = self.owned.numpy()
         full = X.clone()
         ops, inbox = [], []
@@ -96,7 +96,7 @@ class TorchCommunicator:
 
     # ---- helpers ----
     def _mine(self, shape, clients):
-        """[S, K] 1.0 where the row belongs to this rank."""
+        """[S, K] 1.0 where the row belongs to this rank (on the host)."""
         ids = torch.arange(len(self.owned)).expand(shape[0], -1) if clients is None else clients
         return self.owned[ids].to(torch.float64)
 
@@ -160,7 +160,7 @@ class ShardedOracle:
             if sel.numel():
                 out[:, sel] = fn(X[:, sel], ids[:, sel], batch)
             return out
-        return fn(X, clients, batch) * mine.unsqueeze(-1).to(X.dtype)
+        return fn(X, clients, batch) * mine.unsqueeze(-1).to(X)
 
 
 def rank_name() -> str:

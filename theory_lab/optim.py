@@ -21,6 +21,7 @@ if TYPE_CHECKING:   # the config module imports the algorithms, which import thi
 
 
 def _index(T: torch.Tensor, clients: torch.Tensor) -> torch.Tensor:
+    clients = clients.to(T.device)   # participants are sampled on the host; the stack may live elsewhere
     return clients if T.dim() == 2 else clients.unsqueeze(-1).expand(-1, -1, T.shape[-1])
 
 

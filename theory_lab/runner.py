@@ -91,17 +91,18 @@ def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
             counters["comm_bytes"] += info.comm_bytes
             bar.update()
         if r % cfg.run.log_every == 0 or r == rounds:
-            metrics = oracle.evaluate(alg.model())
+            # the table's numbers live on the host, whatever device the parameter stack is on
+            metrics = {k: v.cpu() for k, v in oracle.evaluate(alg.model()).items()}
             personal = alg.personal_params()
             metrics.update(personal_metrics(oracle, personal, nan))
             first_loss = metrics["train_loss"] if first_loss is None else first_loss
             _check_divergence(cfg, oracle, alg, metrics["train_loss"], first_loss, r)
             records.append({
                 "round": r, "step": alg.t,
-                "consensus_error": info.consensus_error if info else zero,
-                "consensus_error_pre": info.consensus_error_pre if info else zero,
-                "lora_agg_error": info.lora_agg_error if info and info.lora_agg_error is not None else nan,
-                "lora_agg_error_rel": info.lora_agg_error_rel if info and info.lora_agg_error is not None else nan,
+                "consensus_error": info.consensus_error.cpu() if info else zero,
+                "consensus_error_pre": info.consensus_error_pre.cpu() if info else zero,
+                "lora_agg_error": info.lora_agg_error.cpu() if info and info.lora_agg_error is not None else nan,
+                "lora_agg_error_rel": info.lora_agg_error_rel.cpu() if info and info.lora_agg_error is not None else nan,
                 "comm_bytes": counters["comm_bytes"], "wall_s": time.perf_counter() - start, **metrics,
             })
         if every and r % every == 0 and r < rounds:
@@ -125,8 +126,8 @@ def personal_metrics(oracle, personal: torch.Tensor | None, nan: torch.Tensor) -
     averaged model per client (the LLM track), so the two compare column by column."""
     if personal is None:
         return {"personal_pref_acc": nan}
-    acc = oracle.personal_accuracy(personal).double()   # [S, N]
-    out = {"personal_pref_acc": (oracle.weights.double() * acc).sum(-1).to(oracle.dtype)}
+    acc = oracle.personal_accuracy(personal).double().cpu()   # [S, N]
+    out = {"personal_pref_acc": (oracle.weights.double().cpu() * acc).sum(-1).to(oracle.dtype)}
     if getattr(oracle, "reports_clients", False):
         out.update({f"personal_pref_acc_client{i}": acc[:, i].to(oracle.dtype) for i in range(acc.shape[1])})
     return out
@@ -134,7 +135,7 @@ def personal_metrics(oracle, personal: torch.Tensor | None, nan: torch.Tensor) -
 
 def _check_divergence(cfg, oracle, alg, loss, first_loss, r) -> None:
     """Stop with the step size (and 2/L when known) on NaN/inf parameters or a loss blow-up."""
-    bad = ~torch.isfinite(alg.model()).all(dim=1)
+    bad = ~torch.isfinite(alg.model()).all(dim=1).cpu()
     if loss is not None:
         bad |= ~torch.isfinite(loss) | (loss > cfg.run.divergence_factor * first_loss.abs().clamp(min=1.0))
     if bad.any():

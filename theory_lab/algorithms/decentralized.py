@@ -34,11 +34,11 @@ class DecDPO(Algorithm):
         self.steps_per_round = cfg.local_steps
         self.X = o.init_params().unsqueeze(1).expand(-1, o.n_clients, -1).clone()
         self.scale = (o.n_clients * o.weights).unsqueeze(-1).to(o.dtype)
-        self.uniform = torch.ones(o.n_seeds, o.n_clients, dtype=o.dtype)
+        self.uniform = torch.ones(o.n_seeds, o.n_clients, dtype=o.dtype, device=self.X.device)
         self.opt = Optimizer(cfg, o.n_seeds, o.n_clients, o.dim, o.dtype, self.X.device)
 
     def W(self, r: int) -> torch.Tensor:
-        return torch.as_tensor(self.topology.W(r), dtype=self.oracle.dtype)
+        return torch.as_tensor(self.topology.W(r), dtype=self.oracle.dtype, device=self.X.device)
 
     def gossip_bytes(self, r: int, vectors: int = 1) -> int:
         sent = self.oracle.dim if self.frozen is None else int((~self.frozen).sum())   # ffa: B only

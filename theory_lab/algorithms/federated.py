@@ -249,7 +249,7 @@ class Scaffold(FedDPO):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.c = torch.zeros_like(self.server)
-        self.c_clients = torch.zeros(self.oracle.n_seeds, self.oracle.n_clients, self.oracle.dim, dtype=self.oracle.dtype)
+        self.c_clients = self.server.new_zeros(self.oracle.n_seeds, self.oracle.n_clients, self.oracle.dim)
 
     def local(self, start, clients) -> torch.Tensor:
         self.c_i = gather_rows(self.c_clients, clients)
