@@ -22,4 +22,11 @@ for gc in "" --gradient-checkpointing; do
 done
 step "1.7B: batched clients, MFU" --model arch:smollm2-1.7b "${common[@]}" --batch 4 --client-counts 1,8,16 \
     --configs clients --json "$out/clients_1.7b.json"
+if [ -d "${DDPO_DATA_DIR:-../shared/data}" ]; then   # ragged real pairs are the point of packing
+  echo "== packed against padded full rows, HH-RLHF, L = 256 ($(date +%T))"
+  python benchmarks/llm_packing.py --model arch:smollm2-135m --device "${DEVICE:-cuda}" --batch 32 --steps 6 \
+      > "$out/packing_135m.txt" 2>&1; tail -6 "$out/packing_135m.txt"
+else
+  echo "== packing skipped: no data (set DDPO_DATA_DIR)"
+fi
 echo "== done ($(date +%T)): $out"

@@ -121,7 +121,7 @@ def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor]
 def batched_losses(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool) -> torch.Tensor:
     """run_batched with the plain DPO loss (LLMOracle)."""
     def losses_of(ks, rows, ref):
-        c, r = oracle._pair_logps(*rows)
+        c, r = oracle._pair_logps(*rows, packed=False)   # the stacked adapters read rows as [sides, K, g]
         return dpo_loss(c, r, ref[:, 0], ref[:, 1], oracle.beta, oracle.loss_type)[0]
 
     return run_batched(oracle, W, ids, idx, backward, losses_of)

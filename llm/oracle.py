@@ -53,7 +53,8 @@ class LLMOracle:
     def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
                  eval_batch_size: int = 16, device: str | torch.device | None = None,
                  client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto",
-                 gradient_checkpointing: bool = False, stack_device: str | torch.device | None = None):
+                 gradient_checkpointing: bool = False, packing: bool = True,
+                 stack_device: str | torch.device | None = None):
         if not hasattr(model, "disable_adapter"):
             raise TypeError("LLMOracle needs a peft model (llm.model.add_lora): the reference is the "
                             "model with its adapters disabled")
@@ -94,6 +95,7 @@ class LLMOracle:
         self.prefix_sharing = prefix_sharing == "on" or (
             prefix_sharing == "auto" and self.device.type == "cpu" and not gradient_checkpointing)
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.packing = bool(packing)
         if gradient_checkpointing:
             checkpoint_layers(model)
         self.train = [tp.to(self.device) for tp in train]
@@ -131,12 +133,15 @@ class LLMOracle:
         """Chosen and rejected log-probs [b] each of pairs idx of tp."""
         return self._pair_logps(*_rows(tp, idx))
 
-    def _pair_logps(self, input_ids, attention_mask, response_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair_logps(self, input_ids, attention_mask, response_mask, packed: bool | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Chosen and rejected log-probs of 2b rows (chosen, then rejected): each pair's prompt run
-        once for both (prefix sharing), or the full rows; the same values either way."""
+        once for both (prefix sharing), or the full rows, packed without padding unless `packed`
+        is False (llm.packing); the same values every way."""
         if self.prefix_sharing:
             return shared_prompt_logps(self.model, input_ids, attention_mask, response_mask)
-        logps = sequence_logps(self.model, input_ids, attention_mask, response_mask)
+        packed = self.packing if packed is None else packed
+        logps = sequence_logps(self.model, input_ids, attention_mask, response_mask, packed=packed)
         return logps[:len(logps) // 2], logps[len(logps) // 2:]
 
     @torch.no_grad()
@@ -158,7 +163,7 @@ class LLMOracle:
         for t in (tp.input_ids, tp.attention_mask, tp.response_mask):
             digest.update(str((t.dtype, tuple(t.shape))).encode())
             digest.update(t.cpu().contiguous().numpy().tobytes())
-        key = (digest.hexdigest(), self.eval_batch_size, self.prefix_sharing, str(self.device))
+        key = (digest.hexdigest(), self.eval_batch_size, self.prefix_sharing, self.packing, str(self.device))
         if key not in memo:
             memo[key] = self._reference(tp)
         return memo[key].clone()

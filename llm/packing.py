@@ -1,0 +1,77 @@
+"""Packed rows: the tokens of a padded batch laid end to end in as few rows as fit, so the body
+computes no padding.
+
+A batch of DPO rows padded to its longest row is mostly padding at realistic lengths: 41% of the
+tokens a forward runs for HH-RLHF at max length 256 (b = 4 pairs; 47% at b = 8; docs/benchmarks.md).
+`pack_rows` places the rows, first-fit decreasing, into packed rows as wide as the longest one,
+each sequence restarting its positions at 0; with no attention mask and those position ids,
+transformers attends within each sequence only (a block-diagonal causal mask for sdpa and eager,
+variable-length kernels for flash attention). `unpack` puts the body's hidden states back where
+the padded batch had them (zeros at padding), so everything after the body is unchanged. Exact:
+the same hidden states as the padded forward (tests/test_llm_packing.py).
+
+>>> import torch
+>>> mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+>>> p = pack_rows(torch.arange(12).view(3, 4), mask)
+>>> p.input_ids.tolist(), p.position_ids.tolist()   # rows 0 and 1 share a packed row
+([[0, 1, 2, 4], [8, 9, 0, 0]], [[0, 1, 2, 0], [0, 1, 0, 1]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Packed:
+    input_ids: torch.Tensor      # [R, W] the packed rows (tails filled with pad_id)
+    position_ids: torch.Tensor   # [R, W] 0.. within each sequence (a tail is a sequence of its own)
+    source: torch.Tensor         # [n] flat index into the padded [rows, T] of each real token
+    target: torch.Tensor         # [n] flat index into the packed [R, W] of the same token
+    shape: tuple[int, int]       # (rows, T) of the padded batch
+
+
+def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int = 0) -> Packed:
+    """The tokens where attention_mask is set, row by row in order, packed first-fit decreasing
+    into rows of width T (the padded batch's, so that every row fits)."""
+    rows, T = input_ids.shape
+    mask = attention_mask.bool()
+    lengths = mask.sum(1).tolist()
+    free: list[int] = []                 # room left in each packed row
+    where = [0] * rows                   # (packed row, first column) of each row
+    for i in sorted(range(rows), key=lambda i: -lengths[i]):
+        slot = next((b for b, room in enumerate(free) if room >= lengths[i]), None)
+        if slot is None:
+            slot = len(free)
+            free.append(T)
+        where[i] = (slot, T - free[slot])
+        free[slot] -= lengths[i]
+    dev = input_ids.device
+    R = len(free)
+    r, c = mask.nonzero(as_tuple=True)                                   # real tokens, row-major
+    rank = mask.long().cumsum(1)[r, c] - 1                               # their position in their row
+    start = torch.tensor(where, dtype=torch.long, device=dev).view(rows, 2)
+    target = start[r, 0] * T + start[r, 1] + rank
+    ids = torch.full((R * T,), pad_id, dtype=input_ids.dtype, device=dev).index_put_((target,), input_ids[r, c])
+    # positions: 0.. within each sequence; the free tail of a packed row counts 0.. as its own sequence
+    pos = torch.arange(R * T, device=dev) % T
+    first = torch.zeros(R * T, dtype=torch.long, device=dev)
+    used = torch.tensor(lengths, device=dev) > 0
+    first[(start[:, 0] * T + start[:, 1])[used]] = 1                      # where each sequence starts
+    tails = [b * T + T - room for b, room in enumerate(free) if room]
+    first[torch.tensor(tails, dtype=torch.long, device=dev)] = 1
+    first.view(R, T)[:, 0] = 1
+    seq = first.cumsum(0) - 1                                             # sequence number of every slot
+    seq_start = pos[first.nonzero().squeeze(1)]                           # its first column
+    return Packed(ids.view(R, T), (pos - seq_start[seq]).view(R, T), r * T + c, target, (rows, T))
+
+
+def unpack(h: torch.Tensor, packed: Packed) -> torch.Tensor:
+    """[rows, T, ...] from the packed rows' outputs h [R, W, ...]: each real token's output where
+    the padded batch had the token, zeros at padding."""
+    rows, T = packed.shape
+    flat = h.reshape(-1, *h.shape[2:])
+    out = flat.new_zeros(rows * T, *h.shape[2:])
+    return out.index_copy(0, packed.source, flat[packed.target]).view(rows, T, *h.shape[2:])

@@ -1,0 +1,76 @@
+"""Packed rows (llm/packing.py, llm.packing): the body runs on fewer rows with no padding, and
+everything it computes is what the padded batch gives, float64, to 1e-10."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+import llm.dpo  # noqa: E402
+from llm.dpo import sequence_logps  # noqa: E402
+from llm.packing import pack_rows, unpack  # noqa: E402
+from tests.test_llm_batched import TOL, _params, lora_model, oracle, rows  # noqa: E402
+from tests.test_llm_oracle import VOCAB, make_pairs  # noqa: E402
+from theory_lab.config import build_config  # noqa: E402
+from theory_lab.errors import ConfigError  # noqa: E402
+
+
+def ragged(gen, n_rows, T, vocab=VOCAB, left=False):
+    """Rows of random lengths 1..T, padded on the right (or the left)."""
+    lengths = torch.randint(1, T + 1, (n_rows,), generator=gen)
+    col = torch.arange(T)
+    mask = (col >= T - lengths[:, None]) if left else (col < lengths[:, None])
+    ids = torch.where(mask, torch.randint(3, vocab, (n_rows, T), generator=gen), torch.zeros((), dtype=torch.long))
+    return ids, mask.long()
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
+def test_packed_body_gives_the_padded_hidden_states(left):
+    model = lora_model()
+    body = model.get_base_model().model
+    ids, mask = ragged(torch.Generator().manual_seed(1), 9, 16, left=left)
+    p = pack_rows(ids, mask)
+    assert p.input_ids.shape[0] < 9 and p.input_ids.shape[1] == 16
+    assert int(mask.sum()) == len(p.source) and torch.equal(p.input_ids.view(-1)[p.target], ids[mask.bool()])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    padded = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+    packed = unpack(body(input_ids=p.input_ids, position_ids=p.position_ids, use_cache=False).last_hidden_state, p)
+    keep = mask.bool()
+    torch.testing.assert_close(packed[keep], padded[keep], **TOL)
+    assert (packed[~keep] == 0).all()
+
+
+def test_packed_log_probs_and_gradients_equal_the_padded_ones():
+    model = lora_model(vocab=300)
+    tp = make_pairs(torch.Generator().manual_seed(5), 6, T=14)
+    args = (tp.input_ids, tp.attention_mask, tp.response_mask)
+    w = torch.linspace(0.5, 1.5, 12, dtype=torch.float64)
+    got, ref = sequence_logps(model, *args, packed=True), sequence_logps(model, *args)
+    torch.testing.assert_close(got, ref, **TOL)
+    for a, b in zip(torch.autograd.grad((w * got).sum(), _params(model)),
+                    torch.autograd.grad((w * ref).sum(), _params(model))):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("mode", ["off", "on"], ids=["sequential", "client-batched"])
+def test_oracle_with_packing_equals_the_padded_oracle(mode, monkeypatch):
+    """Gradients, losses and metrics; the client-batched forwards keep their padded layout."""
+    padded, packed = oracle(mode, prefix_sharing="off", packing=False), oracle(mode, prefix_sharing="off")
+    assert packed.packing and not padded.packing
+    X = rows(padded)
+    batch = padded.sample_batch(torch.Generator().manual_seed(4), 3)
+    calls = []
+    monkeypatch.setattr(llm.dpo, "pack_rows", lambda *a: calls.append(a[0].shape) or pack_rows(*a))
+    torch.testing.assert_close(packed.grad(X, None, batch), padded.grad(X, None, batch), **TOL)
+    assert len(calls) == (3 if mode == "off" else 0)   # one packed forward per client, none batched
+    torch.testing.assert_close(packed.loss(X, None, batch), padded.loss(X, None, batch), **TOL)
+    theta = X[:, 0]
+    for k, v in padded.evaluate(theta).items():
+        torch.testing.assert_close(packed.evaluate(theta)[k], v, **TOL, equal_nan=True, msg=k)
+
+
+def test_packing_setting_is_checked():
+    with pytest.raises(ConfigError, match="llm.packing"):
+        build_config({"track": "llm"}, ['llm.packing="auto"'])
+    assert build_config({"track": "llm"}, ["llm.packing=false"]).llm.execution()["packing"] is False
