@@ -17,7 +17,9 @@ with no per-client flatten or load. Everything else (prefix sharing, the chunked
 loss) is llm.dpo's, unchanged: the sequential oracle is the reference it is tested against.
 
 A micro-batch bound (llm.max_rows_per_forward) splits the clients (and, if need be, their pairs)
-into forwards of at most that many rows, so any number of clients fits any device.
+into forwards of at most that many rows, so any number of clients fits any device. Full rows are
+packed without padding client by client (llm.packing): each client's rows fill the same number p
+of packed rows, which the layers then read as [1, K, p] (one side).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import functools
 import torch
 
 from llm.config import CLIENT_BATCHING
-from llm.dpo import dpo_loss
+from llm.dpo import body_and_head, dpo_loss, response_window
+from llm.packing import Packed, pack_rows
 
 __all__ = ["CLIENT_BATCHING", "batched_losses", "client_rows", "run_batched", "stack_layout_error", "stacked_adapters"]
 
@@ -93,12 +96,14 @@ def plan(n_clients: int, n_pairs: int, max_rows: int) -> tuple[int, int]:
 
 
 def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool,
-                losses_of) -> torch.Tensor:
+                losses_of, pack: bool = False) -> torch.Tensor:
     """[K] float64: each client's mean loss over its pairs idx[k] at its own adapter row W[k] (on
     the model's device); with backward, W's leaf gets each mean's gradient in its row k. Clients
     and pairs go through the model in forwards of at most oracle.max_rows_per_forward rows;
-    losses_of(ks, rows, ref) gives the per-pair losses [clients ks x g pairs] of those rows
-    (client_rows) with their reference log-probs ref [K'·g, 2], under the stacked adapters."""
+    losses_of(ks, rows, ref, plan) gives the per-pair losses [clients ks x g pairs] of those rows
+    (client_rows) with their reference log-probs ref [K'·g, 2], under the stacked adapters. With
+    `pack`, plan packs each client's rows apart (llm.packing; the adapters then read [K', p] rows),
+    else it is None."""
     K, n = len(ids), len(idx[0])
     per_fwd, pairs = plan(K, n, oracle.max_rows_per_forward)
     total = torch.zeros(K, dtype=torch.float64)
@@ -109,19 +114,29 @@ def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor]
                 chunk = [i[j0:j0 + pairs] for i in idx[ks]]
                 rows = client_rows([oracle.train[c] for c in ids[ks]], chunk)
                 ref = torch.cat([oracle.ref_train[c][i.to(oracle.ref_train[c].device)] for c, i in zip(ids[ks], chunk)])
+                packed = _client_packing(rows, len(chunk), len(chunk[0])) if pack else None
+                group = packed.rows_per_group if packed else len(chunk[0])
                 # the backward inside: under gradient checkpointing it replays the stacked forward
-                with stacked_adapters(oracle.model, oracle._lora, W[ks], len(chunk[0])):
-                    per_client = losses_of(ks, rows, ref).view(len(chunk), -1).sum(1) / n
+                with stacked_adapters(oracle.model, oracle._lora, W[ks], group):
+                    per_client = losses_of(ks, rows, ref, packed).view(len(chunk), -1).sum(1) / n
                     if backward:
                         per_client.sum().backward()
                 total[ks] += per_client.detach().double().cpu()
     return total
 
 
+def _client_packing(rows, K: int, g: int) -> Packed:
+    """The rows [sides, K, g] (client_rows), trimmed as sequence_logps trims them, packed client by
+    client into the same number of rows each: laid out [K, p]."""
+    ids, att, *_ = response_window(*rows)
+    return pack_rows(ids, att, groups=[(i // g) % K for i in range(ids.shape[0])])
+
+
 def batched_losses(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool) -> torch.Tensor:
-    """run_batched with the plain DPO loss (LLMOracle)."""
-    def losses_of(ks, rows, ref):
-        c, r = oracle._pair_logps(*rows, packed=False)   # the stacked adapters read rows as [sides, K, g]
+    """run_batched with the plain DPO loss (LLMOracle), full rows packed where the oracle packs."""
+    def losses_of(ks, rows, ref, plan):
+        c, r = oracle._pair_logps(*rows, packed=plan if plan is not None else False)
         return dpo_loss(c, r, ref[:, 0], ref[:, 1], oracle.beta, oracle.loss_type)[0]
 
-    return run_batched(oracle, W, ids, idx, backward, losses_of)
+    pack = oracle.packing and not oracle.prefix_sharing and body_and_head(oracle.model) is not None
+    return run_batched(oracle, W, ids, idx, backward, losses_of, pack)

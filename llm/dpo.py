@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from llm.config import LOSS_TYPES
-from llm.packing import pack_rows, unpack
+from llm.packing import Packed, pack_rows, unpack
 from theory_lab.errors import ConfigError
 
 _ACCEPTS: dict[tuple[type, str], bool] = {}
@@ -142,12 +142,13 @@ def response_window(input_ids: torch.Tensor, attention_mask: torch.Tensor, respo
 
 
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   response_mask: torch.Tensor, packed: bool = False) -> torch.Tensor:
+                   response_mask: torch.Tensor, packed: bool | Packed = False) -> torch.Tensor:
     """[rows]: Σ over response tokens of log p(token | prefix). Logits at position t predict token
     t+1; a token counts when response_mask is True at its own (target) position. Padding may be on
     either side (positions follow the attention mask). A response token at position 0 has no
     prefix and is not scored. Log-probs are computed in at least float32. `packed`: the body runs
-    on the rows packed without padding (llm.packing; same values), where the head is plain."""
+    on the rows packed without padding (llm.packing; same values), where the head is plain; a
+    Packed plan of the trimmed rows (response_window) is used as given (llm.batched's)."""
     input_ids, attention_mask, response_mask, position_ids, start = response_window(
         input_ids, attention_mask, response_mask)
     T = input_ids.shape[1]
@@ -155,7 +156,7 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if split is not None:
         body, head = split
         if packed:
-            p = pack_rows(input_ids, attention_mask)
+            p = packed if isinstance(packed, Packed) else pack_rows(input_ids, attention_mask)
             h = unpack(body(input_ids=p.input_ids, position_ids=p.position_ids, use_cache=False).last_hidden_state, p)
         else:
             h = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

@@ -200,7 +200,7 @@ class FedPDPOOracle(LLMOracle):
         W = self._stack(X, backward) if self.cfg.share_lora else None
         lora = W if W is not None else vec[:, self.modules.layout["lora"][0]].to(self.dtype)
 
-        def losses_of(ks, rows, ref):
+        def losses_of(ks, rows, ref, plan):   # plan: None (run_batched packs nothing here)
             blocks = {k: v[ks] for k, v in p.items()}
             return self._terms(*self._forward_rows(*rows, blocks, ks.stop - ks.start), ref)[0]
 

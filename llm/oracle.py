@@ -133,11 +133,10 @@ class LLMOracle:
         """Chosen and rejected log-probs [b] each of pairs idx of tp."""
         return self._pair_logps(*_rows(tp, idx))
 
-    def _pair_logps(self, input_ids, attention_mask, response_mask, packed: bool | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair_logps(self, input_ids, attention_mask, response_mask, packed=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Chosen and rejected log-probs of 2b rows (chosen, then rejected): each pair's prompt run
-        once for both (prefix sharing), or the full rows, packed without padding unless `packed`
-        is False (llm.packing); the same values every way."""
+        once for both (prefix sharing), or the full rows, packed without padding (llm.packing;
+        `packed`: False, or a plan of llm.batched's, overrides it); the same values every way."""
         if self.prefix_sharing:
             return shared_prompt_logps(self.model, input_ids, attention_mask, response_mask)
         packed = self.packing if packed is None else packed

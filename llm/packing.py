@@ -31,28 +31,37 @@ class Packed:
     source: torch.Tensor         # [n] flat index into the padded [rows, T] of each real token
     target: torch.Tensor         # [n] flat index into the packed [R, W] of the same token
     shape: tuple[int, int]       # (rows, T) of the padded batch
+    rows_per_group: int          # packed rows of each group (groups laid out one after another)
 
 
-def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int = 0) -> Packed:
+def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int = 0,
+              groups: list[int] | None = None) -> Packed:
     """The tokens where attention_mask is set, row by row in order, packed first-fit decreasing
-    into rows of width T (the padded batch's, so that every row fits)."""
+    into rows of width T (the padded batch's, so that every row fits). `groups` (one id 0.. per
+    row): rows pack only with rows of their group, and each group gets the same number of packed
+    rows, laid out group after group (what client-batched adapters need: llm.batched)."""
     rows, T = input_ids.shape
     mask = attention_mask.bool()
     lengths = mask.sum(1).tolist()
-    free: list[int] = []                 # room left in each packed row
-    where = [0] * rows                   # (packed row, first column) of each row
+    groups = groups if groups is not None else [0] * rows
+    free: list[list[int]] = [[] for _ in range(max(groups) + 1)]   # room left in each packed row, per group
+    where = [(0, 0)] * rows              # (packed row within its group, first column) of each row
     for i in sorted(range(rows), key=lambda i: -lengths[i]):
-        slot = next((b for b, room in enumerate(free) if room >= lengths[i]), None)
+        bins = free[groups[i]]
+        slot = next((b for b, room in enumerate(bins) if room >= lengths[i]), None)
         if slot is None:
-            slot = len(free)
-            free.append(T)
-        where[i] = (slot, T - free[slot])
-        free[slot] -= lengths[i]
+            slot = len(bins)
+            bins.append(T)
+        where[i] = (slot, T - bins[slot])
+        bins[slot] -= lengths[i]
     dev = input_ids.device
-    R = len(free)
+    per = max(len(bins) for bins in free)
+    R = per * len(free)
+    room = [bins[s] if s < len(bins) else T for bins in free for s in range(per)]   # empty rows: all room
     r, c = mask.nonzero(as_tuple=True)                                   # real tokens, row-major
     rank = mask.long().cumsum(1)[r, c] - 1                               # their position in their row
-    start = torch.tensor(where, dtype=torch.long, device=dev).view(rows, 2)
+    start = torch.tensor([(g * per + s, c) for g, (s, c) in zip(groups, where)], dtype=torch.long,
+                         device=dev).view(rows, 2)
     target = start[r, 0] * T + start[r, 1] + rank
     ids = torch.full((R * T,), pad_id, dtype=input_ids.dtype, device=dev).index_put_((target,), input_ids[r, c])
     # positions: 0.. within each sequence; the free tail of a packed row counts 0.. as its own sequence
@@ -60,12 +69,12 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int
     first = torch.zeros(R * T, dtype=torch.long, device=dev)
     used = torch.tensor(lengths, device=dev) > 0
     first[(start[:, 0] * T + start[:, 1])[used]] = 1                      # where each sequence starts
-    tails = [b * T + T - room for b, room in enumerate(free) if room]
+    tails = [b * T + T - left for b, left in enumerate(room) if left]
     first[torch.tensor(tails, dtype=torch.long, device=dev)] = 1
     first.view(R, T)[:, 0] = 1
     seq = first.cumsum(0) - 1                                             # sequence number of every slot
     seq_start = pos[first.nonzero().squeeze(1)]                           # its first column
-    return Packed(ids.view(R, T), (pos - seq_start[seq]).view(R, T), r * T + c, target, (rows, T))
+    return Packed(ids.view(R, T), (pos - seq_start[seq]).view(R, T), r * T + c, target, (rows, T), per)
 
 
 def unpack(h: torch.Tensor, packed: Packed) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+import llm.batched  # noqa: E402
 import llm.dpo  # noqa: E402
 from llm.dpo import sequence_logps  # noqa: E402
 from llm.packing import pack_rows, unpack  # noqa: E402
@@ -55,15 +56,17 @@ def test_packed_log_probs_and_gradients_equal_the_padded_ones():
 
 @pytest.mark.parametrize("mode", ["off", "on"], ids=["sequential", "client-batched"])
 def test_oracle_with_packing_equals_the_padded_oracle(mode, monkeypatch):
-    """Gradients, losses and metrics; the client-batched forwards keep their padded layout."""
+    """Gradients, losses and metrics; client-batched forwards pack each client's rows apart."""
     padded, packed = oracle(mode, prefix_sharing="off", packing=False), oracle(mode, prefix_sharing="off")
     assert packed.packing and not padded.packing
     X = rows(padded)
     batch = padded.sample_batch(torch.Generator().manual_seed(4), 3)
     calls = []
-    monkeypatch.setattr(llm.dpo, "pack_rows", lambda *a: calls.append(a[0].shape) or pack_rows(*a))
+    for module in (llm.dpo, llm.batched):
+        monkeypatch.setattr(module, "pack_rows", lambda *a, **k: calls.append(k.get("groups")) or pack_rows(*a, **k))
     torch.testing.assert_close(packed.grad(X, None, batch), padded.grad(X, None, batch), **TOL)
-    assert len(calls) == (3 if mode == "off" else 0)   # one packed forward per client, none batched
+    # sequential: one packed forward per client; batched: one, each client's 6 rows a group
+    assert calls == ([None] * 3 if mode == "off" else [[0, 0, 0, 1, 1, 1, 2, 2, 2] * 2]), calls
     torch.testing.assert_close(packed.loss(X, None, batch), padded.loss(X, None, batch), **TOL)
     theta = X[:, 0]
     for k, v in padded.evaluate(theta).items():
