@@ -55,7 +55,7 @@ class LLMConfig:
     # Prefix sharing's KV cache cannot be recomputed, so "auto" prefix sharing turns off with it
     gradient_checkpointing: bool = False
     # full rows (no prefix sharing) run packed end to end without padding (llm/packing.py; exact;
-    # 1.51x at L = 256 on HH-RLHF, CPU, paired); client-batched rows pack client by client
+    # 1.51x at L = 256 on HH-RLHF, CPU, paired); client-batched rows pack client by client; FedPDPO too
     packing: bool = True
     seed: int = 0                   # data sampling and partition
     personal: PersonalConfig = field(default_factory=PersonalConfig)  # FedPDPO modules (llm/fedpdpo.py)

@@ -141,6 +141,18 @@ def response_window(input_ids: torch.Tensor, attention_mask: torch.Tensor, respo
     return input_ids, attention_mask, response_mask, position_ids, start
 
 
+def body_states(body, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                packed: bool | Packed = False) -> torch.Tensor:
+    """[rows, T, d]: the body's last hidden states of rows trimmed by response_window. With
+    `packed`, the body runs on the rows packed without padding (llm.packing; the same values at
+    real tokens, zeros at padding); a Packed plan of these rows is used as given (llm.batched's)."""
+    if not packed:
+        return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=False).last_hidden_state
+    p = packed if isinstance(packed, Packed) else pack_rows(input_ids, attention_mask)
+    return unpack(body(input_ids=p.input_ids, position_ids=p.position_ids, use_cache=False).last_hidden_state, p)
+
+
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    response_mask: torch.Tensor, packed: bool | Packed = False) -> torch.Tensor:
     """[rows]: Σ over response tokens of log p(token | prefix). Logits at position t predict token
@@ -155,12 +167,7 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     split = body_and_head(model)
     if split is not None:
         body, head = split
-        if packed:
-            p = packed if isinstance(packed, Packed) else pack_rows(input_ids, attention_mask)
-            h = unpack(body(input_ids=p.input_ids, position_ids=p.position_ids, use_cache=False).last_hidden_state, p)
-        else:
-            h = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state
+        h = body_states(body, input_ids, attention_mask, position_ids, packed)
         return head_logps(head, h[:, start - 1:-1], input_ids[:, start:], response_mask[:, start:])
     kwargs = {"use_cache": False}
     keep = T - start + 1                                     # logits at positions start-1 .. T-1

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from llm.batched import run_batched
-from llm.dpo import dpo_loss, head_logps, preference_accuracy, response_window
+from llm.dpo import body_states, dpo_loss, head_logps, preference_accuracy, response_window
 from llm.model import set_trainable_vector
 from llm.oracle import LLMOracle, _rows
 from llm.personal import PersonalConfig, PersonalModules
@@ -101,16 +101,18 @@ class FedPDPOOracle(LLMOracle):
         """One client's (blocks of K = 1) pairs idx: _forward_rows of its rows."""
         return self._forward_rows(*_rows(tp, idx), blocks[1])
 
-    def _forward_rows(self, input_ids, attention_mask, response_mask, p, K: int = 1) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def _forward_rows(self, input_ids, attention_mask, response_mask, p, K: int = 1,
+                      packed=None) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Chosen and rejected log-probs [K·g] under the personalised policies, and the explicit
         rewards (chosen [K·g], rejected [K·g]) or None, of rows laid out [chosen, rejected] x
         [K clients] x [g pairs] (llm.batched.client_rows; one client: tp's own rows), client k
         with its personal blocks p[...][k]; one forward for both responses. The trimming,
-        positions and sums are llm.dpo's (response_window, head_logps), as in sequence_logps;
-        only the head differs (the personal modules sit between the body and the LM head)."""
+        positions, packing (self.packing, or llm.batched's plan `packed`) and sums are llm.dpo's
+        (response_window, body_states, head_logps), as in sequence_logps; only the head differs
+        (the personal modules sit between the body and the LM head)."""
         ids, att, resp, position_ids, start = response_window(input_ids, attention_mask, response_mask)
-        h = self.body(input_ids=ids, attention_mask=att, position_ids=position_ids,
-                      use_cache=False).last_hidden_state[:, start - 1:]     # positions start-1 .. T-1
+        packed = self.packing if packed is None else packed
+        h = body_states(self.body, ids, att, position_ids, packed)[:, start - 1:]   # positions start-1 .. T-1
         rows, T, d = h.shape
         h = self.modules.adapt(p, h.reshape(2, K, -1, d))                   # [sides, K, g·T, d]
         reward = self.modules.reward(p, h.view(2, K, -1, T, d), resp[:, start - 1:].reshape(2, K, -1, T))
@@ -200,11 +202,12 @@ class FedPDPOOracle(LLMOracle):
         W = self._stack(X, backward) if self.cfg.share_lora else None
         lora = W if W is not None else vec[:, self.modules.layout["lora"][0]].to(self.dtype)
 
-        def losses_of(ks, rows, ref, plan):   # plan: None (run_batched packs nothing here)
+        def losses_of(ks, rows, ref, plan):
             blocks = {k: v[ks] for k, v in p.items()}
-            return self._terms(*self._forward_rows(*rows, blocks, ks.stop - ks.start), ref)[0]
+            packed = plan if plan is not None else False
+            return self._terms(*self._forward_rows(*rows, blocks, ks.stop - ks.start, packed), ref)[0]
 
-        total = run_batched(self, lora, ids, idx, backward, losses_of)
+        total = run_batched(self, lora, ids, idx, backward, losses_of, pack=self.packing)
         return total, W, vec
 
     def _step_personal(self, ids: list[int], grads: torch.Tensor) -> None:

@@ -4,7 +4,12 @@ a sweep of configs/conflict/imdb_table.toml. Only finished points are read, so a
 still running (or was interrupted, to be resumed) gives a partial table whose `seeds` column says
 how many runs each row averages.
 
-    python -m paper_figures.llm_conflict_table runs/conflict_table
+    python -m paper_figures.llm_conflict_table runs/conflict_table [MORE_SOURCES...] [--save runs.csv]
+
+Sources are sweep folders or CSV files of runs that `--save` wrote (one row per run: each client's
+accuracy, the reference model's, the train loss): a table filled over several sittings, from
+folders that are gone, stays reproducible from its committed record (docs/data/llm_conflict_runs.csv).
+A run found in two sources (the same method, knob and seed) is read from the first.
 
 Per run: the accuracy of each client on its own held-out pairs with the model it uses (the implicit
 reward for FedDPO, FedProx, SCAFFOLD and local DPO; FedPDPO's personalised prediction; FedSA's
@@ -15,6 +20,7 @@ one client's 48 pairs add a binomial standard error near 0.06 per client)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -46,6 +52,42 @@ def load(folder: str | Path) -> pd.DataFrame:
                      "reference": np.array(manifest["reference_pref_acc"]["per_client"]),
                      "train_loss": last["train_loss"], "wall_s": manifest["wall_s"]})
     return pd.DataFrame(rows)
+
+
+KEY = ["method", "conflict", "seed"]
+
+
+def save(runs: pd.DataFrame, path: str | Path) -> None:
+    """The runs as CSV, one row each, the per-client arrays as columns acc_client{i} and
+    reference_client{i}, the opposed clients space-separated: what `read` reads back."""
+    flat = runs[KEY + ["train_loss", "wall_s"]].copy()
+    flat.insert(3, "opposed", [" ".join(map(str, o)) for o in runs["opposed"]])
+    for name in ("acc", "reference"):
+        arrays = np.stack(runs[name].to_list())
+        for i in range(arrays.shape[1]):
+            flat[f"{name}_client{i}"] = arrays[:, i]
+    flat.to_csv(path, index=False, float_format="%.6g")
+
+
+def read(source: str | Path) -> pd.DataFrame:
+    """The runs of one source: a sweep folder (load) or a CSV file that `save` wrote."""
+    if Path(source).is_dir():
+        return load(source)
+    flat = pd.read_csv(source, dtype={"opposed": str})
+    n = sum(c.startswith("acc_client") for c in flat.columns)
+    runs = flat[KEY + ["train_loss", "wall_s"]].copy()
+    runs["opposed"] = [tuple(int(i) for i in str(o).split()) for o in flat["opposed"]]
+    for name in ("acc", "reference"):
+        runs[name] = list(flat[[f"{name}_client{i}" for i in range(n)]].to_numpy())
+    return runs
+
+
+def gather(sources: list[str]) -> pd.DataFrame:
+    """The runs of every source, each (method, knob, seed) once: from the first source that has it."""
+    frames = [r for r in map(read, sources) if not r.empty]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).drop_duplicates(KEY, keep="first").reset_index(drop=True)
 
 
 def per_run(runs: pd.DataFrame) -> pd.DataFrame:
@@ -90,14 +132,20 @@ def markdown(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m paper_figures.llm_conflict_table SWEEP_FOLDER", file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m paper_figures.llm_conflict_table",
+                                     description="The conflict methods table from sweep folders and saved runs.")
+    parser.add_argument("sources", nargs="+", help="sweep folders (points/NNN) or CSV files of runs (--save)")
+    parser.add_argument("--save", metavar="CSV", help="write every run read, one row each, to this CSV")
+    args = parser.parse_args(argv)
+    missing = [s for s in args.sources if not Path(s).exists()]
+    runs = pd.DataFrame() if missing else gather(args.sources)
+    if missing or runs.empty:
+        why = ("no such sweep folder or CSV file of runs" if missing
+               else "no finished point of a sweep (points/NNN/results.csv)")
+        print(f"error: {', '.join(missing or args.sources)}: {why}", file=sys.stderr)
         return 2
-    runs = load(argv[0])
-    if runs.empty:
-        print(f"error: {argv[0]}: no finished point of a sweep (points/NNN/results.csv)", file=sys.stderr)
-        return 2
+    if args.save:
+        save(runs, args.save)
     print(markdown(summarise(runs), runs))
     print(f"\n{len(runs)} runs, opposed clients {list(runs.iloc[0].opposed)}, "
           f"{runs['wall_s'].sum() / 60:.1f} min of runs in all.")

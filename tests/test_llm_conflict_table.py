@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from llm.partition import opposed_clients
-from paper_figures.llm_conflict_table import load, main, markdown, summarise
+from paper_figures.llm_conflict_table import gather, load, main, markdown, read, summarise
 
 
 def point(folder, i, method, conflict, seed, acc, finished=True):
@@ -50,3 +50,27 @@ def test_table_pools_clients_and_averages_seeds(tmp_path, capsys):
 def test_an_empty_folder_is_one_error_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_saved_runs_read_back_and_merge_with_a_folder(tmp_path, capsys):
+    """--save writes every run; the CSV gives the same table, and with a folder each run counts once."""
+    opposed = opposed_clients(4, 0)
+    point(tmp_path / "a", 0, "feddpo", 1.0, 0, [0.9, 0.4, 0.8, 0.2])
+    point(tmp_path / "b", 0, "feddpo", 1.0, 0, [0.1, 0.1, 0.1, 0.1])   # the same run again: not read twice
+    point(tmp_path / "b", 1, "fedsa", 0.0, 2, [0.7, 0.6, 0.5, 0.4])
+    saved = tmp_path / "runs.csv"
+    assert main([str(tmp_path / "a"), "--save", str(saved)]) == 0
+    first = capsys.readouterr().out
+    again = read(saved)
+    assert again["opposed"].tolist() == [tuple(opposed)]
+    np.testing.assert_array_equal(again["acc"][0], [0.9, 0.4, 0.8, 0.2])
+    np.testing.assert_array_equal(again["reference"][0], [0.5, 0.5, 0.25, 0.75])
+    assert main([str(saved)]) == 0 and capsys.readouterr().out == first
+    both = gather([str(saved), str(tmp_path / "b")])
+    assert len(both) == 2 and both.set_index("method").loc["feddpo", "acc"][0] == 0.9
+
+
+def test_a_missing_source_is_one_error_line(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere.csv" in err

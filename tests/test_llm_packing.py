@@ -11,6 +11,7 @@ import llm.batched  # noqa: E402
 import llm.dpo  # noqa: E402
 from llm.dpo import sequence_logps  # noqa: E402
 from llm.packing import pack_rows, unpack  # noqa: E402
+from llm.personal import PersonalConfig  # noqa: E402
 from tests.test_llm_batched import TOL, _params, lora_model, oracle, rows  # noqa: E402
 from tests.test_llm_oracle import VOCAB, make_pairs  # noqa: E402
 from theory_lab.config import build_config  # noqa: E402
@@ -77,3 +78,28 @@ def test_packing_setting_is_checked():
     with pytest.raises(ConfigError, match="llm.packing"):
         build_config({"track": "llm"}, ['llm.packing="auto"'])
     assert build_config({"track": "llm"}, ["llm.packing=false"]).llm.execution()["packing"] is False
+
+
+@pytest.mark.parametrize("mode", ["off", "on"], ids=["sequential", "client-batched"])
+@pytest.mark.parametrize("share_lora", [True, False], ids=["shared-lora", "local-only"])
+def test_fedpdpo_with_packing_equals_the_padded_oracle(mode, share_lora, monkeypatch):
+    """FedPDPO's personal modules sit after the body: packing its rows changes no gradient,
+    personal step, loss or metric."""
+    def build(**kw):
+        personal = PersonalConfig(enabled=True, lr=0.05, share_lora=share_lora)
+        return oracle(mode, sizes=(5, 5, 5), personal=personal, **kw)
+
+    padded, packed = build(packing=False), build()
+    assert packed.packing and not padded.packing
+    X = rows(padded) if padded.dim else padded.init_params().unsqueeze(1).repeat(1, 3, 1)
+    batch = padded.sample_batch(torch.Generator().manual_seed(4), 3)
+    calls = []
+    for module in (llm.dpo, llm.batched):
+        monkeypatch.setattr(module, "pack_rows", lambda *a, **k: calls.append(k.get("groups")) or pack_rows(*a, **k))
+    torch.testing.assert_close(packed.local_step(X, None, batch), padded.local_step(X, None, batch), **TOL)
+    assert calls == ([None] * 3 if mode == "off" else [[0, 0, 0, 1, 1, 1, 2, 2, 2] * 2]), calls
+    torch.testing.assert_close(packed.personal, padded.personal, **TOL)
+    assert not torch.equal(packed.personal[0], packed.personal[1])        # the personal steps ran
+    torch.testing.assert_close(packed.loss(X, None, batch), padded.loss(X, None, batch), **TOL)
+    for k, v in padded.evaluate(X[:, 0]).items():
+        torch.testing.assert_close(packed.evaluate(X[:, 0])[k], v, **TOL, equal_nan=True, msg=k)
