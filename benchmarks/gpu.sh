@@ -29,4 +29,8 @@ if [ -d "${DDPO_DATA_DIR:-../shared/data}" ]; then   # ragged real pairs are the
 else
   echo "== packing skipped: no data (set DDPO_DATA_DIR)"
 fi
+for mode in off reduce-overhead; do   # last: compiling takes minutes; random full rows keep shapes static
+  step "135M: torch.compile of the body, $mode (CUDA graphs)" --model arch:smollm2-135m "${common[@]}" --warmup 4 \
+      --batch 4 --client-counts 32 --configs ours,batched --compile $mode --json "$out/compile_135m_$mode.json"
+done
 echo "== done ($(date +%T)): $out"

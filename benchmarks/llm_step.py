@@ -564,6 +564,9 @@ def worker(a) -> dict:
     t0 = time.perf_counter()
     model, tokenizer = load_model(a.model, "auto", device)
     load_s = time.perf_counter() - t0
+    if a.compile != "off":   # the transformer body; compiled at its first calls (the warm-up steps)
+        body = getattr(model, model.base_model_prefix)
+        body.forward = torch.compile(body.forward, mode=None if a.compile == "default" else a.compile, dynamic=False)
     flops_per_pair = _model_flops_per_pair(model)
     peak = _matmul_peak(device, next(model.parameters()).dtype)
     n_clients = int(a.worker.rsplit("-", 1)[1]) if a.worker.startswith(CLIENT_CONFIGS) else 0
@@ -626,7 +629,7 @@ def _run_worker(config: str, a) -> dict:
            "--clients", str(a.clients), "--pairs-per-client", str(a.pairs_per_client),
            "--threads", str(a.threads), "--device", a.device, "--data", a.data,
            "--max-length", str(a.max_length), "--max-prompt-length", str(a.max_prompt_length),
-           "--client-counts", a.client_counts, "--prefix-sharing", a.prefix_sharing,
+           "--client-counts", a.client_counts, "--prefix-sharing", a.prefix_sharing, "--compile", a.compile,
            *(["--logits-path"] if a.logits_path else []),
            *(["--gradient-checkpointing"] if a.gradient_checkpointing else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TQDM_DISABLE": "1",
@@ -752,6 +755,9 @@ def main(argv=None) -> None:
                    help="llm.prefix_sharing of every oracle (auto: on the CPU only)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="llm.gradient_checkpointing: layers recompute their activations in the backward")
+    p.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the transformer body (reduce-overhead: CUDA graphs); static shapes need "
+                        "--data random (full rows); more --warmup steps absorb the compilation")
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps (FedDPO: ceil(steps/clients) rounds)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
@@ -806,6 +812,7 @@ def main(argv=None) -> None:
     table, summary = summarize(runs, a)
     import torch
     header = (f"model {a.model}, batch {a.batch} pairs, max_length {MAX_LEN}, steps {a.steps} after {a.warmup} warm-up, "
+              f"compile {a.compile}, "
               f"{a.repeats} repeats, torch threads {a.threads}, device {runs[0][a.configs[0]]['device']}, "
               f"torch {torch.__version__}, {platform.processor() or platform.machine()} nproc {os.cpu_count()}, "
               f"load average during runs {min(min(r['loadavg_1min']) for rep in runs for r in rep.values()):.2f}–"
