@@ -254,3 +254,55 @@ def example_problem(seeds=(0, 1)) -> SyntheticProblem:
     """
     cfg = ProblemConfig(n_clients=2, dim=3, pairs_per_client=20, heldout_pairs=5, heterogeneity=1.0, l2=0.1)
     return build_problem(cfg, seeds=list(seeds))
+
+
+def problem_from_features(chosen, rejected, eval_chosen, eval_rejected, beta: float, l2: float) -> SyntheticProblem:
+    """A horizon-1 problem (one replica) from given response features: client i's training pairs
+    have features chosen[i], rejected[i] [n_i, d] (the preferred response first), its held-out
+    pairs eval_chosen[i], eval_rejected[i] [m, d] (the same m for every client). Each pair is a
+    context with its two responses as the actions; θ_ref = θ0 = 0 (the reference prefers neither);
+    the users' reward parameters θ*_i are unknown (NaN). llm.features gives such features of real
+    pairs from a frozen language model.
+
+    Parameters
+    ----------
+    chosen, rejected, eval_chosen, eval_rejected : sequences of tensors
+        One [n, d] tensor per client each.
+    beta, l2 : float
+        The DPO temperature and the (l2/2)‖θ‖² term (> 0 keeps θ* finite on separable pairs).
+
+    Returns
+    -------
+    SyntheticProblem
+        S = 1 replica; wrap it in `synthetic.SyntheticOracle`.
+
+    Examples
+    --------
+    >>> e = torch.eye(2, dtype=DTYPE)
+    >>> p = problem_from_features([e[:1], e[1:]], [e[1:], e[:1]], [e[:1], e[1:]], [e[1:], e[:1]], 1.0, 0.1)
+    >>> p.n_clients, p.dim, p.dphi[0, :, 0].tolist()
+    (2, 2, [[1.0, -1.0], [-1.0, 1.0]])
+    """
+    if not (len(chosen) == len(rejected) == len(eval_chosen) == len(eval_rejected) >= 1):
+        raise ValueError("need the same number (>= 1) of clients in chosen, rejected, eval_chosen and eval_rejected")
+    if len({e.shape[0] for e in eval_chosen}) != 1:
+        raise ValueError(f"every client needs the same number of held-out pairs, "
+                         f"got {[e.shape[0] for e in eval_chosen]}")
+    if not (beta > 0 and l2 >= 0):
+        raise ValueError(f"need beta > 0 and l2 >= 0, got beta={beta}, l2={l2}")
+    N, d = len(chosen), chosen[0].shape[1]
+    sizes = torch.tensor([c.shape[0] for c in chosen], dtype=torch.long)
+    n_max = int(sizes.max())
+    dphi = torch.zeros(1, N, n_max, d, dtype=DTYPE)
+    for i, (c, r) in enumerate(zip(chosen, rejected)):
+        dphi[0, i, :c.shape[0]] = (c - r).to(DTYPE)
+    mask = torch.arange(n_max)[None, :] < sizes[:, None]
+    eval_dphi = torch.stack([(c - r).to(DTYPE) for c, r in zip(eval_chosen, eval_rejected)])[None]
+    features = torch.stack([torch.cat(list(chosen)), torch.cat(list(rejected))], 1)[None].to(DTYPE)   # [1, Σn, 2, d]
+    zero = torch.zeros(1, d, dtype=DTYPE)
+    return SyntheticProblem(
+        features=features, dphi=dphi, visits=None, pair_weight=(mask.to(DTYPE) / sizes[:, None])[None],
+        sizes=sizes, client_weights=(sizes.to(DTYPE) / sizes.sum())[None], eval_dphi=eval_dphi, eval_visits=None,
+        theta_ref=zero, theta0=zero.clone(), theta_user=torch.full((1, N, d), float("nan"), dtype=DTYPE),
+        transitions=None, beta=float(beta), l2=float(l2), horizon=1,
+        feature_bound=float(features.norm(dim=-1).max()))

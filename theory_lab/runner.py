@@ -17,7 +17,7 @@ from theory_lab.algorithms import make_algorithm
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import ExperimentConfig, to_dict
 from theory_lab.distributed import ShardedOracle, TorchCommunicator
-from theory_lab.errors import DivergenceError
+from theory_lab.errors import ConfigError, DivergenceError
 from theory_lab.progress import Progress
 from theory_lab.results import METRICS, provenance
 from theory_lab.topology import describe, make_topology
@@ -53,13 +53,19 @@ def config_columns(cfg: ExperimentConfig, topology) -> dict:
 
 def run(cfg: ExperimentConfig, progress: bool | None = None, label: str = "",
         checkpoint_dir: str | Path | None = None, resume: bool = False,
-        backend: str = "inprocess", timeout_s: float = 60.0) -> RunResult:
+        backend: str = "inprocess", timeout_s: float = 60.0, oracle=None) -> RunResult:
     """Run one config. With `checkpoint_dir` and run.checkpoint_every = K, the full state is
     saved every K rounds; `resume=True` continues from the checkpoint there, bit-identically.
     backend="torch": this process is one rank of a torch.distributed group holding a block of
-    the clients (theory_lab.distributed); every rank returns the same table."""
+    the clients (theory_lab.distributed); every rank returns the same table. `oracle`: run on
+    this oracle (a problem built in code) instead of the one the config's track builds; its
+    seeds and clients must be the config's."""
     cfg.validate()
-    oracle = make_oracle(cfg)
+    if oracle is None:
+        oracle = make_oracle(cfg)
+    elif (oracle.n_seeds, oracle.n_clients) != (len(cfg.run.seeds), cfg.n_clients):
+        raise ConfigError("run.seeds", f"the oracle given has {oracle.n_seeds} seeds and {oracle.n_clients} clients, "
+                                       f"the config {len(cfg.run.seeds)} and {cfg.n_clients}")
     comm = InProcessCommunicator()
     if backend == "torch":
         comm = TorchCommunicator(oracle.n_clients, timeout_s)
