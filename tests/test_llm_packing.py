@@ -55,6 +55,14 @@ def test_packed_log_probs_and_gradients_equal_the_padded_ones():
         torch.testing.assert_close(a, b, **TOL)
 
 
+def spy_packing(monkeypatch) -> list:
+    """The `groups` of every pack_rows call the oracles make (None: one group)."""
+    calls = []
+    for module in (llm.dpo, llm.batched):
+        monkeypatch.setattr(module, "pack_rows", lambda *a, **k: calls.append(k.get("groups")) or pack_rows(*a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("mode", ["off", "on"], ids=["sequential", "client-batched"])
 def test_oracle_with_packing_equals_the_padded_oracle(mode, monkeypatch):
     """Gradients, losses and metrics; client-batched forwards pack each client's rows apart."""
@@ -62,9 +70,7 @@ def test_oracle_with_packing_equals_the_padded_oracle(mode, monkeypatch):
     assert packed.packing and not padded.packing
     X = rows(padded)
     batch = padded.sample_batch(torch.Generator().manual_seed(4), 3)
-    calls = []
-    for module in (llm.dpo, llm.batched):
-        monkeypatch.setattr(module, "pack_rows", lambda *a, **k: calls.append(k.get("groups")) or pack_rows(*a, **k))
+    calls = spy_packing(monkeypatch)
     torch.testing.assert_close(packed.grad(X, None, batch), padded.grad(X, None, batch), **TOL)
     # sequential: one packed forward per client; batched: one, each client's 6 rows a group
     assert calls == ([None] * 3 if mode == "off" else [[0, 0, 0, 1, 1, 1, 2, 2, 2] * 2]), calls
@@ -93,9 +99,7 @@ def test_fedpdpo_with_packing_equals_the_padded_oracle(mode, share_lora, monkeyp
     assert packed.packing and not padded.packing
     X = rows(padded) if padded.dim else padded.init_params().unsqueeze(1).repeat(1, 3, 1)
     batch = padded.sample_batch(torch.Generator().manual_seed(4), 3)
-    calls = []
-    for module in (llm.dpo, llm.batched):
-        monkeypatch.setattr(module, "pack_rows", lambda *a, **k: calls.append(k.get("groups")) or pack_rows(*a, **k))
+    calls = spy_packing(monkeypatch)
     torch.testing.assert_close(packed.local_step(X, None, batch), padded.local_step(X, None, batch), **TOL)
     assert calls == ([None] * 3 if mode == "off" else [[0, 0, 0, 1, 1, 1, 2, 2, 2] * 2]), calls
     torch.testing.assert_close(packed.personal, padded.personal, **TOL)
