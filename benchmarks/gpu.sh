@@ -6,6 +6,7 @@
 # Parts run from the cheapest; a part that fails is reported and the next one runs.
 set -u
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the project importable without installing it
 out="${1:-${OUT:-runs/gpu}}"
 mkdir -p "$out"
 step() { echo "== $1 ($(date +%T))"; shift; python benchmarks/llm_step.py --device "${DEVICE:-cuda}" "$@" || echo "== failed: exit $?"; }
@@ -22,15 +23,20 @@ for gc in "" --gradient-checkpointing; do
 done
 step "1.7B: batched clients, MFU" --model arch:smollm2-1.7b "${common[@]}" --batch 4 --client-counts 1,8,16 \
     --configs clients --json "$out/clients_1.7b.json"
-if [ -d "${DDPO_DATA_DIR:-../shared/data}" ]; then   # ragged real pairs are the point of packing
-  echo "== packed against padded full rows, HH-RLHF, L = 256 ($(date +%T))"
-  python benchmarks/llm_packing.py --model arch:smollm2-135m --device "${DEVICE:-cuda}" --batch 32 --steps 6 \
-      > "$out/packing_135m.txt" 2>&1; tail -6 "$out/packing_135m.txt"
-else
-  echo "== packing skipped: no data (set DDPO_DATA_DIR)"
-fi
+# ragged pairs are the point of packing and static shapes: HH-RLHF where the data are beside the
+# checkout, else seeded random pairs of random lengths (benchmarks/llm_packing.py random_pairs)
+data=random; [ -d "${DDPO_DATA_DIR:-../shared/data}/hh-rlhf" ] && data=hh-rlhf
+packing() { echo "== $1 ($(date +%T))"; shift
+  python benchmarks/llm_packing.py --model arch:smollm2-135m --device "${DEVICE:-cuda}" --dataset $data --batch 32 "$@" \
+      || echo "== failed: exit $?"; }
+packing "packed and static shapes against padded full rows, $data, L = 256" --steps 6 \
+    > "$out/packing_135m.txt" 2>&1; tail -8 "$out/packing_135m.txt"
 for mode in off reduce-overhead; do   # last: compiling takes minutes; random full rows keep shapes static
   step "135M: torch.compile of the body, $mode (CUDA graphs)" --model arch:smollm2-135m "${common[@]}" --warmup 4 \
       --batch 4 --client-counts 32 --configs ours,batched --compile $mode --json "$out/compile_135m_$mode.json"
 done
+# ragged rows under CUDA graphs: one graph per shape, so what static shapes save is compilations
+packing "CUDA graphs on ragged rows: padded, packed, static shapes, $data" --steps 24 \
+    --arms padded,packed,static --compile reduce-overhead > "$out/static_shapes_135m.txt" 2>&1
+tail -10 "$out/static_shapes_135m.txt"
 echo "== done ($(date +%T)): $out"

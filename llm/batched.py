@@ -30,8 +30,7 @@ import functools
 import torch
 
 from llm.config import CLIENT_BATCHING
-from llm.dpo import body_and_head, dpo_loss, response_window
-from llm.packing import Packed, pack_rows
+from llm.dpo import body_and_head, dpo_loss, pack_window
 
 __all__ = ["CLIENT_BATCHING", "batched_losses", "client_rows", "run_batched", "stack_layout_error", "stacked_adapters"]
 
@@ -102,8 +101,8 @@ def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor]
     and pairs go through the model in forwards of at most oracle.max_rows_per_forward rows;
     losses_of(ks, rows, ref, plan) gives the per-pair losses [clients ks x g pairs] of those rows
     (client_rows) with their reference log-probs ref [K'·g, 2], under the stacked adapters. With
-    `pack`, plan packs each client's rows apart (llm.packing; the adapters then read [K', p] rows),
-    else it is None."""
+    `pack`, plan packs each client's rows apart into the same number p of rows each (llm.packing;
+    the adapters then read [K', p] rows; oracle.static_width fixes the shapes), else it is None."""
     K, n = len(ids), len(idx[0])
     per_fwd, pairs = plan(K, n, oracle.max_rows_per_forward)
     total = torch.zeros(K, dtype=torch.float64)
@@ -114,8 +113,11 @@ def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor]
                 chunk = [i[j0:j0 + pairs] for i in idx[ks]]
                 rows = client_rows([oracle.train[c] for c in ids[ks]], chunk)
                 ref = torch.cat([oracle.ref_train[c][i.to(oracle.ref_train[c].device)] for c, i in zip(ids[ks], chunk)])
-                packed = _client_packing(rows, len(chunk), len(chunk[0])) if pack else None
-                group = packed.rows_per_group if packed else len(chunk[0])
+                g = len(chunk[0])
+                # rows are [sides, K', g]: row i belongs to client (i // g) % K'
+                clients = [(i // g) % len(chunk) for i in range(rows[0].shape[0])]
+                packed = pack_window(*rows, width=oracle.static_width, groups=clients) if pack else None
+                group = packed.rows_per_group if packed else g
                 # the backward inside: under gradient checkpointing it replays the stacked forward
                 with stacked_adapters(oracle.model, oracle._lora, W[ks], group):
                     per_client = losses_of(ks, rows, ref, packed).view(len(chunk), -1).sum(1) / n
@@ -123,13 +125,6 @@ def run_batched(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor]
                         per_client.sum().backward()
                 total[ks] += per_client.detach().double().cpu()
     return total
-
-
-def _client_packing(rows, K: int, g: int) -> Packed:
-    """The rows [sides, K, g] (client_rows), trimmed as sequence_logps trims them, packed client by
-    client into the same number of rows each: laid out [K, p]."""
-    ids, att, *_ = response_window(*rows)
-    return pack_rows(ids, att, groups=[(i // g) % K for i in range(ids.shape[0])])
 
 
 def batched_losses(oracle, W: torch.Tensor, ids: list[int], idx: list[torch.Tensor], backward: bool) -> torch.Tensor:

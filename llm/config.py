@@ -57,6 +57,10 @@ class LLMConfig:
     # full rows (no prefix sharing) run packed end to end without padding (llm/packing.py; exact;
     # 1.51x at L = 256 on HH-RLHF, CPU, paired); client-batched rows pack client by client; FedPDPO too
     packing: bool = True
+    # packed forwards take a few fixed shapes (width: the widest tokenized row; packed rows rounded up
+    # to 1, 2, 3, 4, 6, 8, 12, ...; llm/packing.py), so torch.compile and CUDA graphs do not recompile
+    # per batch; needs packing, and turns "auto" prefix sharing off
+    static_shapes: bool = False
     seed: int = 0                   # data sampling and partition
     personal: PersonalConfig = field(default_factory=PersonalConfig)  # FedPDPO modules (llm/fedpdpo.py)
 
@@ -88,6 +92,8 @@ class LLMConfig:
         need(len(self.target_modules) >= 1, "target_modules", "needs at least one module name")
         need(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         need(self.max_rows_per_forward >= 2, "max_rows_per_forward", f"must be >= 2 (one pair), got {self.max_rows_per_forward}")
+        need(not self.static_shapes or (self.packing and self.prefix_sharing != "on"), "static_shapes",
+             "needs full rows packed: llm.packing = true and llm.prefix_sharing auto or off")
         need(not (self.gradient_checkpointing and self.prefix_sharing == "on"), "gradient_checkpointing",
              "cannot recompute the layers of prefix sharing's KV-cache forwards: set llm.prefix_sharing to auto or off")
         self.personal.validate()
@@ -96,7 +102,7 @@ class LLMConfig:
         """How the oracle runs its forwards (the LLMOracle keyword arguments; values unchanged)."""
         return dict(client_batching=self.client_batching, max_rows_per_forward=self.max_rows_per_forward,
                     prefix_sharing=self.prefix_sharing, gradient_checkpointing=self.gradient_checkpointing,
-                    packing=self.packing)
+                    packing=self.packing, static_shapes=self.static_shapes)
 
     def resolved_data_dir(self) -> Path:
         """Config field, then $DDPO_DATA_DIR, then ../shared/data beside the project root."""

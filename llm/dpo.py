@@ -141,6 +141,15 @@ def response_window(input_ids: torch.Tensor, attention_mask: torch.Tensor, respo
     return input_ids, attention_mask, response_mask, position_ids, start
 
 
+def pack_window(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                width: int | None = None, groups: list[int] | None = None) -> Packed:
+    """The packing plan (llm.packing.pack_rows) of the rows as response_window trims them: what
+    body_states runs when handed a plan. `width` fixes the shapes (static shapes), `groups` packs
+    each group's rows apart (client batching)."""
+    ids, att, *_ = response_window(input_ids, attention_mask, response_mask)
+    return pack_rows(ids, att, groups=groups, width=width)
+
+
 def body_states(body, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 packed: bool | Packed = False) -> torch.Tensor:
     """[rows, T, d]: the body's last hidden states of rows trimmed by response_window. With

@@ -107,11 +107,12 @@ class FedPDPOOracle(LLMOracle):
         rewards (chosen [K·g], rejected [K·g]) or None, of rows laid out [chosen, rejected] x
         [K clients] x [g pairs] (llm.batched.client_rows; one client: tp's own rows), client k
         with its personal blocks p[...][k]; one forward for both responses. The trimming,
-        positions, packing (self.packing, or llm.batched's plan `packed`) and sums are llm.dpo's
+        positions, packing (self._packing's, or llm.batched's plan `packed`) and sums are llm.dpo's
         (response_window, body_states, head_logps), as in sequence_logps; only the head differs
         (the personal modules sit between the body and the LM head)."""
+        if packed is None:
+            packed = self._packing(input_ids, attention_mask, response_mask)
         ids, att, resp, position_ids, start = response_window(input_ids, attention_mask, response_mask)
-        packed = self.packing if packed is None else packed
         h = body_states(self.body, ids, att, position_ids, packed)[:, start - 1:]   # positions start-1 .. T-1
         rows, T, d = h.shape
         h = self.modules.adapt(p, h.reshape(2, K, -1, d))                   # [sides, K, g·T, d]

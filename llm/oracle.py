@@ -30,9 +30,11 @@ from torch.nn.utils import parameters_to_vector
 
 from llm.batched import CLIENT_BATCHING, batched_losses, stack_layout_error
 from llm.config import PREFIX_SHARING
-from llm.dpo import LOSS_TYPES, dpo_loss, preference_accuracy, sequence_logps, shared_prompt_logps
+from llm.dpo import (LOSS_TYPES, body_and_head, dpo_loss, pack_window, preference_accuracy, sequence_logps,
+                     shared_prompt_logps)
 from llm.model import (add_lora, checkpoint_layers, fold_into_base, load_model, lora_modules, resolve_device,
                        set_trainable_vector, trainable_parameters)
+from llm.packing import Packed
 from theory_lab.errors import ConfigError
 
 
@@ -53,7 +55,7 @@ class LLMOracle:
     def __init__(self, model, train: list, heldout: list, beta: float, loss_type: str = "sigmoid",
                  eval_batch_size: int = 16, device: str | torch.device | None = None,
                  client_batching: str = "auto", max_rows_per_forward: int = 256, prefix_sharing: str = "auto",
-                 gradient_checkpointing: bool = False, packing: bool = True,
+                 gradient_checkpointing: bool = False, packing: bool = True, static_shapes: bool = False,
                  stack_device: str | torch.device | None = None):
         if not hasattr(model, "disable_adapter"):
             raise TypeError("LLMOracle needs a peft model (llm.model.add_lora): the reference is the "
@@ -77,6 +79,9 @@ class LLMOracle:
         if gradient_checkpointing and prefix_sharing == "on":
             raise ConfigError("llm.gradient_checkpointing", "cannot recompute the layers of prefix sharing's KV-cache "
                                                             "forwards: set llm.prefix_sharing to auto or off")
+        if static_shapes and (not packing or prefix_sharing == "on" or body_and_head(model) is None):
+            raise ConfigError("llm.static_shapes", "needs full rows packed by the body (llm.packing = true, "
+                                                   "llm.prefix_sharing auto or off, a model with a body and an LM head)")
         if max_rows_per_forward < 2:
             raise ConfigError("llm.max_rows_per_forward", f"must be >= 2 (one pair), got {max_rows_per_forward}")
         self.model = model
@@ -93,13 +98,16 @@ class LLMOracle:
         self.stack_device = torch.device(stack_device) if stack_device is not None else self.device
         self.beta, self.loss_type, self.eval_batch_size = float(beta), loss_type, int(eval_batch_size)
         self.prefix_sharing = prefix_sharing == "on" or (
-            prefix_sharing == "auto" and self.device.type == "cpu" and not gradient_checkpointing)
+            prefix_sharing == "auto" and self.device.type == "cpu" and not gradient_checkpointing and not static_shapes)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self.packing = bool(packing)
         if gradient_checkpointing:
             checkpoint_layers(model)
         self.train = [tp.to(self.device) for tp in train]
         self.heldout = [tp.to(self.device) for tp in heldout]
+        # static shapes: every forward packs into rows as wide as the widest tokenized row, their
+        # count bucketed (llm.packing.row_bucket): a few shapes per run, for torch.compile / CUDA graphs
+        self.static_width = max(tp.input_ids.shape[1] for tp in self.train + self.heldout) if static_shapes else None
         self.n_clients = len(train)
         self.dtype = self.params[0].dtype
         self.dim = sum(p.numel() for p in self.params)
@@ -139,9 +147,16 @@ class LLMOracle:
         `packed`: False, or a plan of llm.batched's, overrides it); the same values every way."""
         if self.prefix_sharing:
             return shared_prompt_logps(self.model, input_ids, attention_mask, response_mask)
-        packed = self.packing if packed is None else packed
+        packed = self._packing(input_ids, attention_mask, response_mask) if packed is None else packed
         logps = sequence_logps(self.model, input_ids, attention_mask, response_mask, packed=packed)
         return logps[:len(logps) // 2], logps[len(logps) // 2:]
+
+    def _packing(self, input_ids, attention_mask, response_mask) -> bool | Packed:
+        """How full rows run: padded (False), packed (True), or, with static shapes, packed by
+        this plan of fixed width."""
+        if self.static_width is None:
+            return self.packing
+        return pack_window(input_ids, attention_mask, response_mask, width=self.static_width)
 
     @torch.no_grad()
     def _reference(self, tp) -> torch.Tensor:
@@ -162,7 +177,8 @@ class LLMOracle:
         for t in (tp.input_ids, tp.attention_mask, tp.response_mask):
             digest.update(str((t.dtype, tuple(t.shape))).encode())
             digest.update(t.cpu().contiguous().numpy().tobytes())
-        key = (digest.hexdigest(), self.eval_batch_size, self.prefix_sharing, self.packing, str(self.device))
+        key = (digest.hexdigest(), self.eval_batch_size, self.prefix_sharing, self.packing, self.static_width,
+               str(self.device))
         if key not in memo:
             memo[key] = self._reference(tp)
         return memo[key].clone()

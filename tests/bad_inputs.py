@@ -161,6 +161,8 @@ CASES = [
          {"cfg.toml": BASE, "old/results.csv": "round\n0\n", "old/manifest.json": "{}"}),
     Case("output folder under a file", ["synthetic", "--config", "{tmp}/cfg.toml", "--out", "{tmp}/afile/sub",
                                         "--quiet"], "not a writable folder", {"cfg.toml": BASE, "afile": "x"}),
+    llm("llm.static_shapes=true", "llm.packing=false", expect="llm.static_shapes",
+        name="static shapes without packing"),
 ]
 
 
