@@ -25,6 +25,7 @@ import time
 import torch
 
 from llm.data import PreferencePair, client_data, tokenize_pairs
+from llm.dpo import pack_window, response_window
 from llm.model import add_lora, load_model
 from llm.oracle import LLMOracle
 from theory_lab.config import build_config
@@ -48,6 +49,24 @@ def random_pairs(n: int, seed: int, max_length: int) -> list[PreferencePair]:
             for _ in range(n)]
 
 
+def count_shapes(tp, steps: int, batch: int, width: int) -> None:
+    """Prints, per arm, the distinct shapes of the body's input over `steps` consecutive batches
+    of one client's pairs tp, and the tokens it runs against padded rows: from the packing plans
+    alone (llm.dpo.pack_window), no forward. `width`: the static shapes' (the widest row)."""
+    shapes = {"padded": set(), "packed": set(), "static": set()}
+    tokens = dict.fromkeys(shapes, 0)
+    for step in range(steps):
+        idx = torch.arange(step * batch, (step + 1) * batch)
+        rows = [t[torch.cat([idx, idx + tp.n_pairs])] for t in (tp.input_ids, tp.attention_mask, tp.response_mask)]
+        for name, plan in (("padded", response_window(*rows)[0]), ("packed", pack_window(*rows).input_ids),
+                           ("static", pack_window(*rows, width=width).input_ids)):
+            shapes[name].add(tuple(plan.shape))
+            tokens[name] += plan.numel()
+    for name in shapes:
+        print(f"{name:8s} {len(shapes[name]):4d} distinct shapes in {steps} batches, "
+              f"tokens run / padded {tokens[name] / tokens['padded']:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2")
@@ -64,6 +83,8 @@ def main() -> None:
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)} (padded first)")
     p.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the transformer body, one graph per shape (reduce-overhead: CUDA graphs)")
+    p.add_argument("--shapes-only", action="store_true",
+                   help="count each arm's distinct shapes and tokens over --steps batches from the plans alone (no forward)")
     a = p.parse_args()
     arms = a.arms.split(",")
     if arms[0] != "padded" or not set(arms) <= set(ARMS):
@@ -88,6 +109,9 @@ def main() -> None:
     base.get_input_embeddings().register_forward_hook(lambda m, i, out: shape_log.append(tuple(i[0].shape)))
     sets = [tokenize_pairs(t, tokenizer, a.max_length, a.max_prompt_length) for t in train]
     heldout = [tokenize_pairs(h, tokenizer, a.max_length, a.max_prompt_length) for h in held]
+    if a.shapes_only:
+        print(f"{a.model}, {a.dataset}, L = {a.max_length} (prompt {a.max_prompt_length}), b = {a.batch}")
+        return count_shapes(sets[0], a.steps, a.batch, max(tp.input_ids.shape[1] for tp in sets + heldout))
     oracles = {name: LLMOracle(model, sets, heldout, 0.2, eval_batch_size=a.batch, device=a.device,
                                client_batching=a.client_batching, max_rows_per_forward=2 * a.clients * a.batch, **kw)
                for name, kw in ARMS.items() if name in arms}
