@@ -16,7 +16,9 @@ from theory_lab.cli import main
 from theory_lab.verify import select
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IDS = ["llm-conflict-fedavg", "llm-conflict-personalization"]
+PERSONAL = {"llm-conflict-personalization": "fedpdpo", "llm-conflict-local-dpo": "local-dpo",
+            "llm-conflict-fedsa": "fedsa"}   # each personalised method's claim
+IDS = ["llm-conflict-fedavg", *PERSONAL]
 N = 48   # held-out pairs per client in the fake runs
 
 
@@ -67,19 +69,47 @@ def test_fedavg_claim_confirms_only_when_its_control_is_refuted(monkeypatch):
     assert outcome(monkeypatch, "llm-conflict-fedavg", flat).verdict.status == "refuted"
 
 
-def test_personalization_claim_needs_its_null_method_refuted(monkeypatch):
+@pytest.mark.parametrize("cid", PERSONAL)
+def test_personalization_claim_needs_its_null_method_refuted(cid, monkeypatch):
+    method = PERSONAL[cid]
     feddpo = {0.0: fake([0.875] * 4, 0.0), 1.0: fake([0.75, 0.375, 0.75, 0.375], 1.0)}
     seeds = SETTING["seeds"] + SETTING["control_seeds"]
     runs = {("feddpo", s, c): feddpo[c] for s in seeds for c in (0.0, 1.0)}
-    runs |= {("fedpdpo", s, c): fake([0.875] * 4, c) for s in SETTING["seeds"] for c in (0.0, 1.0)}
-    out = outcome(monkeypatch, "llm-conflict-personalization", runs)
+    runs |= {(method, s, c): fake([0.875] * 4, c) for s in SETTING["seeds"] for c in (0.0, 1.0)}
+    out = outcome(monkeypatch, cid, runs)
     assert out.verdict.status == "confirmed" and abs(out.fitted - 0.5) < 1e-9
     assert out.controls["FedDPO, other seeds"].verdict.status == "refuted"
+    # the method losing the opposed clients as FedDPO does: no growth, refuted
+    flat = {**runs, **{(method, s, 1.0): feddpo[1.0] for s in SETTING["seeds"]}}
+    assert outcome(monkeypatch, cid, flat).verdict.status == "refuted"
     # FedDPO's control seeds keeping the opposed clients too: the control is not refuted
     for s in SETTING["control_seeds"]:
         runs[("feddpo", s, 1.0)] = fake([0.75, 0.875, 0.75, 0.875], 1.0)
-    out = outcome(monkeypatch, "llm-conflict-personalization", runs)
+    out = outcome(monkeypatch, cid, runs)
     assert out.prediction.status == "confirmed" and out.verdict.status == "inconclusive"
+
+
+def test_the_claims_runs_are_the_points_of_the_methods_table():
+    """`verify --runs runs/conflict_table` reads the claims' runs from a sweep of
+    configs/conflict/imdb_table.toml: every (method, seed, c) a claim needs is one of its points,
+    as the trajectory its config decides."""
+    import tomllib
+
+    from theory_lab.config import apply_override
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "conflict" / "imdb_table.toml"
+    table = tomllib.loads(path.read_text())
+    points = set()
+    for variant in table.pop("sweep")["variants"]:
+        data = json.loads(json.dumps(table))
+        for key, value in variant.items():
+            apply_override(data, key.split("."), value)
+        points.add(llm_conflict._trajectory_key(data))
+    ctx = Context()
+    for method in ("feddpo", *PERSONAL.values()):
+        for seed in SETTING["seeds"] + (SETTING["control_seeds"] if method == "feddpo" else ()):
+            for c in SETTING["conflicts"]:
+                assert llm_conflict._trajectory_key(llm_conflict._config(ctx, method, seed, c)) in points, (method, seed, c)
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared data not found")
@@ -91,9 +121,11 @@ def test_claims_run_on_the_tiny_model_and_share_their_runs(tmp_path, monkeypatch
     assert ctx.runs == 6                        # FedDPO, three seeds, c ∈ {0, 1}
     REGISTRY["llm-conflict-personalization"].run(ctx)
     assert ctx.runs == 18                       # FedPDPO's six runs and the control's six are new
+    REGISTRY["llm-conflict-fedsa"].run(ctx)
+    assert ctx.runs == 24                       # only FedSA's six are new
     assert main(["verify", "--claims", ",".join(IDS), "--llm-model", "tiny", "--data-dir", str(DATA),
                  "--out", str(tmp_path)]) == 0
-    assert len(llm_conflict._RUNS) == 18        # served from the cache: no run is repeated
+    assert len(llm_conflict._RUNS) == 30        # local DPO's six runs; the rest served from the cache
     rows = {r["claim"]: r for r in json.loads((tmp_path / "report.json").read_text())["claims"]}
     for cid in IDS:
         r = rows[cid]
@@ -117,12 +149,13 @@ def test_claims_read_finished_runs_from_a_sweep_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(llm_conflict, "_RUNS", {})
     direct = {cid: REGISTRY[cid].run(ctx) for cid in IDS}
     p = SETTING
-    wanted = [(m, s, c) for m, seeds in (("feddpo", p["seeds"] + p["control_seeds"]), ("fedpdpo", p["seeds"]))
+    wanted = [(m, s, c) for m, seeds in (("feddpo", p["seeds"] + p["control_seeds"]),
+                                         *((m, p["seeds"]) for m in PERSONAL.values()))
               for s in seeds for c in p["conflicts"]]
     data = llm_conflict._config(ctx, "feddpo", 0, 0.0)
     del data["llm"]["data_dir"]
     data["run"]["log_every"] = 1
-    data["sweep"] = {"variants": [{"run.seed": s, "llm.conflict": c, "llm.personal.enabled": m == "fedpdpo",
+    data["sweep"] = {"variants": [{"run.seed": s, "llm.conflict": c, **llm_conflict.METHODS[m],
                                    "llm.personal.variant": f"{m} as labelled in a table"} for m, s, c in wanted]}
     run_sweep(data, progress=False, out_dir=tmp_path / "sweep")
     (tmp_path / "sweep" / "points" / "000" / "results.csv").unlink()   # as if interrupted there

@@ -4,17 +4,20 @@ With half the clients opposed (llm.conflict = c reverses a fraction c of their p
 included), an opposed client's mean preference gradient is (1 − 2c) m against the kept clients' m,
 so the federation's mean is (1 − c) m (docs/llm_conflict.md): at c = 1 FedDPO's single model has no
 shared preference left to learn, and the opposed clients, who held a's worth of accuracy at c = 0,
-fall towards chance or below. Personal parts that never leave a client (FedPDPO) are not averaged
-away, so their advantage over FedDPO on the opposed clients should grow with c.
+fall towards chance or below. Personal parts that never leave a client (FedPDPO's heads and
+bottleneck, FedSA's B factors, local DPO's whole adapter) are not averaged away, so their advantage
+over FedDPO on the opposed clients should grow with c.
 
   llm-conflict-fedavg           drop of FedDPO's held-out accuracy on the opposed clients, c=0 → 1
   llm-conflict-personalization  growth of (FedPDPO − FedDPO) on the opposed clients, c=0 → 1
+  llm-conflict-local-dpo        the same for local DPO (each client alone)
+  llm-conflict-fedsa            the same for FedSA (A averaged, B personal; each client at its own B)
 
-The two claims share their runs (cached per model, data directory and sizes within a process):
-FedDPO and FedPDPO with run seeds 0, 1, 2, and FedDPO with run seeds 3, 4, 5 (the control), each at
-c ∈ {0, 1}: eighteen runs. `verify --runs DIR` takes the finished ones from a sweep folder instead
-(configs/conflict/imdb_table.toml runs all of them, in its first 18 points), matched by the
-trajectory their config decides. CIs are bootstraps over held-out pairs: every (run, client)'s pairs
+The claims share their runs (cached per model, data directory and sizes within a process):
+FedDPO with run seeds 0, 1, 2, each personalised method with the same seeds, and FedDPO with run
+seeds 3, 4, 5 (the control), each at c ∈ {0, 1}: six runs per arm. `verify --runs DIR` takes the
+finished ones from a sweep folder instead (configs/conflict/imdb_table.toml runs all of them),
+matched by the trajectory their config decides. CIs are bootstraps over held-out pairs: every (run, client)'s pairs
 are resampled with replacement, which, for 0/1 outcomes, is a binomial redraw of its count of
 correct pairs (the run seeds are held fixed: three are too few to resample; the control's seeds
 measure what another draw of them does).
@@ -38,7 +41,7 @@ from analysis import Verdict
 from theory_lab import tracks
 from theory_lab.checkpoint import config_hash
 from theory_lab.claims.base import Claim, Context, Control, Outcome, ci_text, claim
-from theory_lab.config import build_config, to_dict
+from theory_lab.config import apply_override, build_config, to_dict
 from theory_lab.errors import ConfigError, LabError
 from theory_lab.results import read_results
 from theory_lab.runner import run
@@ -56,7 +59,17 @@ REGIME = ("SmolLM2-135M-Instruct + LoRA r=8 (q,v), IMDb counterfactual pairs, {c
 TINY = {"pairs": 4, "heldout": 8, "rounds": 2, "max_length": 32}
 N_BOOT = 4000
 
-_RUNS: dict = {}   # (model, data_dir, method, seed, c) -> summary of the run: shared by the two claims
+_RUNS: dict = {}   # (model, data_dir, method, seed, c) -> summary of the run: shared by the claims
+
+# What each method sets on top of the shared setting: the variants of configs/conflict/imdb_table.toml,
+# so that `verify --runs` finds their points in that sweep's folder.
+METHODS = {
+    "feddpo": {},
+    "fedpdpo": {"llm.personal.enabled": True},
+    "local-dpo": {"llm.personal.enabled": True, "llm.personal.share_lora": False, "llm.personal.personal_head": False,
+                  "llm.personal.reward_head": False, "llm.personal.bottleneck": False},
+    "fedsa": {"algorithm.lora_aggregation": "fedsa"},
+}
 
 
 def _setting(ctx: Context) -> dict:
@@ -79,12 +92,14 @@ def _base(ctx: Context) -> dict:
 
 
 def _summary(table, manifest: dict, sizes: list[int]) -> dict:
-    """What the claims read from a finished run: correct held-out pairs per client (implicit reward
-    for FedDPO, the personalised prediction for FedPDPO), the reference model's, and the loss.
+    """What the claims read from a finished run: correct held-out pairs per client with the model
+    the client uses (implicit reward for FedDPO and local DPO, the personalised prediction for
+    FedPDPO, the client's own B factors for FedSA), the reference model's, and the loss.
     Accuracies that are not counts out of `sizes` (a run with other held-out sizes) are refused."""
     last = table[table["round"] == table["round"].max()].iloc[-1]
     n = np.asarray(sizes)
-    acc = np.array([float(last[f"eval_pref_acc_client{i}"]) for i in range(len(n))])
+    own = "personal_pref_acc_client" if f"personal_pref_acc_client{len(n) - 1}" in last else "eval_pref_acc_client"
+    acc = np.array([float(last[f"{own}{i}"]) for i in range(len(n))])
     if np.abs(acc * n - np.rint(acc * n)).max() > 1e-6:
         raise LabError(f"the held-out accuracies {acc.tolist()} are not counts out of {sizes} pairs")
     ref = np.asarray(manifest["reference_pref_acc"]["per_client"])
@@ -143,7 +158,8 @@ def _config(ctx: Context, method: str, seed: int, c: float) -> dict:
     data = _base(ctx)
     data["run"]["seed"] = seed   # the algorithm's noise (minibatches); the data stay fixed
     data["llm"]["conflict"] = c
-    data["llm"]["personal"]["enabled"] = method == "fedpdpo"
+    for key, value in METHODS[method].items():
+        apply_override(data, key.split("."), value)
     return data
 
 
@@ -225,22 +241,12 @@ def llm_conflict_fedavg(ctx: Context, c: Claim) -> Outcome:
                        _judge(ref, ref_ci, c.tolerance, "the reference model's drop"))
 
 
-@claim("llm-conflict-personalization", track="llm", statement="On real preference data, personalization keeps "
-       "per-client accuracy: FedPDPO's advantage over FedDPO on the opposed clients grows with the conflict knob, "
-       "because its personal head, reward head and bottleneck are never averaged with the other clients'",
-       source="issue 18; Zhu et al. (FedPDPO, arXiv:2603.19741)",
-       metric="[acc_FedPDPO − acc_FedDPO](c=1) − [acc_FedPDPO − acc_FedDPO](c=0) on the opposed clients, "
-              "mean over run seeds {seeds}".format(**SETTING),
-       regime=REGIME + "; FedPDPO (personal head r=4, reward head, bottleneck 16) and FedDPO, run seeds {seeds}",
-       params=SETTING, predicted="growth > 0, at least δ = {delta} (CI excludes 0)".format(**SETTING),
-       tolerance=SETTING["delta"],
-       controls=[Control("FedDPO, other seeds", "algorithm", "FedDPO with run seeds {control_seeds} in FedPDPO's "
-                         "place: no personal parts, so its advantage over FedDPO cannot grow with the knob; the "
-                         "same check must refute it".format(**SETTING))])
-def llm_conflict_personalization(ctx: Context, c: Claim) -> Outcome:
+def _advantage_growth(ctx: Context, c: Claim, method: str, label: str) -> Outcome:
+    """[method − FedDPO](c = 1) − [method − FedDPO](c = 0) on the opposed clients, mean over paired
+    seeds, judged against the same statistic of FedDPO with other seeds in the method's place."""
     p = c.params
     lo_c, hi_c = min(p["conflicts"]), max(p["conflicts"])
-    arms = (("feddpo", p["seeds"]), ("fedpdpo", p["seeds"]), ("feddpo", p["control_seeds"]))
+    arms = (("feddpo", p["seeds"]), (method, p["seeds"]), ("feddpo", p["control_seeds"]))
     runs = _runs(ctx, [(m, s, k) for m, seeds in arms for s in seeds for k in (lo_c, hi_c)])
     opposed = _opposed(runs)
     w = 1.0 / len(p["seeds"])
@@ -252,13 +258,43 @@ def llm_conflict_personalization(ctx: Context, c: Claim) -> Outcome:
                           for sign, m, s, k in ((1, method, mine, hi_c), (-1, "feddpo", base, hi_c),
                                                 (-1, method, mine, lo_c), (1, "feddpo", base, lo_c))], opposed)
 
-    value, ci = growth("fedpdpo", p["seeds"])
+    value, ci = growth(method, p["seeds"])
     null, null_ci = growth("feddpo", p["control_seeds"])
     details = {"sizes run": _setting(ctx), "opposed clients": opposed,
                "accuracy on the opposed clients per (method, seed, c)": {
                    f"{m}, {s}, {k:g}": _acc(runs[(m, s, k)], opposed) for m, seeds in arms for s in seeds
                    for k in (lo_c, hi_c)}}
-    out = Outcome(value, ci, _judge(value, ci, c.tolerance, "FedPDPO's advantage growth"), c.tolerance,
+    out = Outcome(value, ci, _judge(value, ci, c.tolerance, f"{label}'s advantage growth"), c.tolerance,
                   details=details)
     return out.control("FedDPO, other seeds", f"growth {ci_text(null, null_ci)}",
                        _judge(null, null_ci, c.tolerance, "FedDPO (other seeds)'s advantage growth"))
+
+
+def _personalization_claim(cid: str, method: str, label: str, why: str, source: str, regime: str) -> None:
+    """Register the advantage-growth claim of one personalised method (METHODS[method])."""
+    acc = f"acc_{label.replace(' ', '_')}"
+
+    @claim(cid, track="llm", statement=f"On real preference data, personalization keeps per-client accuracy: "
+           f"{label}'s advantage over FedDPO on the opposed clients grows with the conflict knob, because {why}",
+           source=source, metric=f"[{acc} − acc_FedDPO](c=1) − [{acc} − acc_FedDPO](c=0) on the opposed clients, "
+                                 "mean over run seeds {seeds}".format(**SETTING),
+           regime=REGIME + f"; {regime} and FedDPO, run seeds {{seeds}}", params=SETTING,
+           predicted="growth > 0, at least δ = {delta} (CI excludes 0)".format(**SETTING), tolerance=SETTING["delta"],
+           controls=[Control("FedDPO, other seeds", "algorithm", f"FedDPO with run seeds {SETTING['control_seeds']} "
+                             f"in {label}'s place: no personal parts, so its advantage over FedDPO cannot grow with the "
+                             "knob; the same check must refute it")])
+    def check(ctx: Context, c: Claim) -> Outcome:
+        return _advantage_growth(ctx, c, method, label)
+
+
+_personalization_claim("llm-conflict-personalization", "fedpdpo", "FedPDPO",
+                       "its personal head, reward head and bottleneck are never averaged with the other clients'",
+                       "issue 18; Zhu et al. (FedPDPO, arXiv:2603.19741)",
+                       "FedPDPO (personal head r=4, reward head, bottleneck 16)")
+_personalization_claim("llm-conflict-local-dpo", "local-dpo", "local DPO",
+                       "each client trains its own adapter alone: nothing averages its preference away (nor shares "
+                       "the others' pairs with it)", "issue 18", "local DPO (each client's own LoRA, no communication)")
+_personalization_claim("llm-conflict-fedsa", "fedsa", "FedSA",
+                       "its B factors stay on each client (only A is averaged), and each client predicts with its own B",
+                       "issue 18; issue 13 (LoRA-aware aggregation); Guo et al. (FedSA-LoRA)",
+                       "FedSA (A averaged, B personal; accuracy at each client's own B)")
