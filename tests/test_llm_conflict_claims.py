@@ -89,6 +89,20 @@ def test_personalization_claim_needs_its_null_method_refuted(cid, monkeypatch):
     assert out.prediction.status == "confirmed" and out.verdict.status == "inconclusive"
 
 
+def test_a_run_is_read_with_the_model_each_client_uses():
+    """FedSA's clients predict with their own B (personal_pref_acc_client*), the others with
+    the model evaluate() scores (eval_pref_acc_client*)."""
+    import pandas as pd
+
+    shared = {"round": [8], "train_loss": [0.5], **{f"eval_pref_acc_client{i}": [0.5] for i in range(4)}}
+    manifest = {"reference_pref_acc": {"per_client": [0.25] * 4}, "opposed_clients": [1, 3]}
+    plain = llm_conflict._summary(pd.DataFrame(shared), manifest, [4] * 4)
+    own = llm_conflict._summary(pd.DataFrame({**shared, **{f"personal_pref_acc_client{i}": [0.75] for i in range(4)}}),
+                                manifest, [4] * 4)
+    assert plain["correct"].tolist() == [2] * 4 and own["correct"].tolist() == [3] * 4
+    assert own["ref_correct"].tolist() == [1] * 4 and own["opposed"] == [1, 3]
+
+
 def test_the_claims_runs_are_the_points_of_the_methods_table():
     """`verify --runs runs/conflict_table` reads the claims' runs from a sweep of
     configs/conflict/imdb_table.toml: every (method, seed, c) a claim needs is one of its points,
@@ -141,16 +155,17 @@ def test_claims_run_on_the_tiny_model_and_share_their_runs(tmp_path, monkeypatch
 def test_claims_read_finished_runs_from_a_sweep_folder(tmp_path, monkeypatch):
     """`verify --runs DIR`: runs whose config decides the same trajectory (here: other variant
     labels, another log cadence, the data directory left to its default) are read, not rerun; an
-    unfinished point is run."""
+    unfinished point is run. FedSA's runs are read at each client's own B, as when run directly
+    (the other methods' points: test_the_claims_runs_are_the_points_of_the_methods_table)."""
     pytest.importorskip("transformers")
     from theory_lab.sweep import run_sweep
 
     ctx = Context(llm_model="tiny", data_dir=str(DATA))
     monkeypatch.setattr(llm_conflict, "_RUNS", {})
-    direct = {cid: REGISTRY[cid].run(ctx) for cid in IDS}
+    ids = ["llm-conflict-fedavg", "llm-conflict-fedsa"]
+    direct = {cid: REGISTRY[cid].run(ctx) for cid in ids}
     p = SETTING
-    wanted = [(m, s, c) for m, seeds in (("feddpo", p["seeds"] + p["control_seeds"]),
-                                         *((m, p["seeds"]) for m in PERSONAL.values()))
+    wanted = [(m, s, c) for m, seeds in (("feddpo", p["seeds"] + p["control_seeds"]), ("fedsa", p["seeds"]))
               for s in seeds for c in p["conflicts"]]
     data = llm_conflict._config(ctx, "feddpo", 0, 0.0)
     del data["llm"]["data_dir"]
@@ -162,7 +177,7 @@ def test_claims_read_finished_runs_from_a_sweep_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(llm_conflict, "_RUNS", {})
     ctx = Context(llm_model="tiny", data_dir=str(DATA), runs_dir=str(tmp_path / "sweep"))
-    for cid in IDS:
+    for cid in ids:
         out = REGISTRY[cid].run(ctx)
         assert (out.fitted, out.ci, out.verdict.status) == (direct[cid].fitted, direct[cid].ci, direct[cid].verdict.status)
     assert ctx.runs == 1   # only the unfinished point
