@@ -100,6 +100,11 @@ def main() -> None:
             "llm.heldout_per_client=1", f"llm.max_length={a.max_length}",
             f"llm.max_prompt_length={a.max_prompt_length}"]).llm)
     base, tokenizer = load_model(a.model, "auto", a.device)
+    sets = [tokenize_pairs(t, tokenizer, a.max_length, a.max_prompt_length) for t in train]
+    heldout = [tokenize_pairs(h, tokenizer, a.max_length, a.max_prompt_length) for h in held]
+    if a.shapes_only:
+        print(f"{a.model}, {a.dataset}, L = {a.max_length} (prompt {a.max_prompt_length}), b = {a.batch}")
+        return count_shapes(sets[0], a.steps, a.batch, max(tp.input_ids.shape[1] for tp in sets + heldout))
     model = add_lora(base, 8, 16.0, 0.0, ["q_proj", "v_proj"], seed=0)
     if a.compile != "off":
         body = base.model
@@ -107,11 +112,6 @@ def main() -> None:
         body.forward = torch.compile(body.forward, mode=None if a.compile == "default" else a.compile, dynamic=False)
     shape_log: list = []                             # (rows, width) of every forward of the body
     base.get_input_embeddings().register_forward_hook(lambda m, i, out: shape_log.append(tuple(i[0].shape)))
-    sets = [tokenize_pairs(t, tokenizer, a.max_length, a.max_prompt_length) for t in train]
-    heldout = [tokenize_pairs(h, tokenizer, a.max_length, a.max_prompt_length) for h in held]
-    if a.shapes_only:
-        print(f"{a.model}, {a.dataset}, L = {a.max_length} (prompt {a.max_prompt_length}), b = {a.batch}")
-        return count_shapes(sets[0], a.steps, a.batch, max(tp.input_ids.shape[1] for tp in sets + heldout))
     oracles = {name: LLMOracle(model, sets, heldout, 0.2, eval_batch_size=a.batch, device=a.device,
                                client_batching=a.client_batching, max_rows_per_forward=2 * a.clients * a.batch, **kw)
                for name, kw in ARMS.items() if name in arms}

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from llm.partition import opposed_clients
+from theory_lab.results import own_client_accuracies
 
 COLUMNS = {"all": "all clients", "kept": "kept clients", "opposed": "opposed clients", "worst": "worst client"}
 
@@ -45,10 +46,9 @@ def load(folder: str | Path) -> pd.DataFrame:
         table = pd.read_csv(point / "results.csv")
         last = table[table["round"] == table["round"].max()].iloc[-1]
         n = cfg["llm"]["n_clients"]
-        own = "personal_pref_acc_client" if f"personal_pref_acc_client{n - 1}" in last else "eval_pref_acc_client"
         rows.append({"method": cfg["llm"]["personal"]["variant"], "conflict": cfg["llm"]["conflict"],
                      "seed": cfg["run"]["seed"], "opposed": tuple(opposed_clients(n, cfg["llm"]["seed"])),
-                     "acc": np.array([last[f"{own}{i}"] for i in range(n)]),
+                     "acc": own_client_accuracies(last, n),
                      "reference": np.array(manifest["reference_pref_acc"]["per_client"]),
                      "train_loss": last["train_loss"], "wall_s": manifest["wall_s"]})
     return pd.DataFrame(rows)

@@ -141,3 +141,12 @@ def jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def own_client_accuracies(row: pd.Series, n_clients: int) -> numpy.ndarray:
+    """[n_clients]: each client's held-out preference accuracy in a results row with the model the
+    client uses: its own rows where the algorithm keeps personal rows (FedSA's B factors,
+    `personal_pref_acc_client{i}`), else the model evaluate() scores (`eval_pref_acc_client{i}`:
+    the averaged model, or FedPDPO's personalised prediction)."""
+    own = "personal_pref_acc_client" if f"personal_pref_acc_client{n_clients - 1}" in row else "eval_pref_acc_client"
+    return numpy.array([float(row[f"{own}{i}"]) for i in range(n_clients)])

@@ -43,7 +43,7 @@ from theory_lab.checkpoint import config_hash
 from theory_lab.claims.base import Claim, Context, Control, Outcome, ci_text, claim
 from theory_lab.config import apply_override, build_config, to_dict
 from theory_lab.errors import ConfigError, LabError
-from theory_lab.results import read_results
+from theory_lab.results import own_client_accuracies, read_results
 from theory_lab.runner import run
 
 # The setting of configs/conflict/imdb_4clients.toml, with 48 held-out pairs per client (not 16):
@@ -98,8 +98,7 @@ def _summary(table, manifest: dict, sizes: list[int]) -> dict:
     Accuracies that are not counts out of `sizes` (a run with other held-out sizes) are refused."""
     last = table[table["round"] == table["round"].max()].iloc[-1]
     n = np.asarray(sizes)
-    own = "personal_pref_acc_client" if f"personal_pref_acc_client{len(n) - 1}" in last else "eval_pref_acc_client"
-    acc = np.array([float(last[f"{own}{i}"]) for i in range(len(n))])
+    acc = own_client_accuracies(last, len(n))
     if np.abs(acc * n - np.rint(acc * n)).max() > 1e-6:
         raise LabError(f"the held-out accuracies {acc.tolist()} are not counts out of {sizes} pairs")
     ref = np.asarray(manifest["reference_pref_acc"]["per_client"])
