@@ -3,6 +3,7 @@ in-process run's metrics with the same seeds, and a killed rank stops the others
 naming it, within the timeout."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,9 +41,21 @@ batch_size = 4
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port p with p and p + 1 free (the side store listens on MASTER_PORT + 1), drawn below
+    Linux's ephemeral range (32768-60999): an OS-assigned port lies inside that range, where any
+    process's outgoing connection can take p + 1 before the ranks bind it (a flaky failure seen
+    when the suite ran beside other jobs)."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("", port))
+                b.bind(("", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports in 20000-32000")
 
 
 def torchrun(nproc: int, args: list[str], timeout=180) -> subprocess.CompletedProcess:
