@@ -6,8 +6,9 @@ import importlib
 
 import pytest
 
-MODULES = ["synthetic.problem", "theory_lab.algorithms.params", "theory_lab.bounds", "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules",
-           "llm.model"]
+BOUNDS = ["constants", "floors", "staleness", "consensus", "smoothness", "rates", "lower", "rounds"]
+MODULES = ["synthetic.problem", "theory_lab.algorithms.params", *(f"theory_lab.bounds.{m}" for m in BOUNDS),
+           "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules", "llm.model"]
 
 
 @pytest.mark.parametrize("name", MODULES)
