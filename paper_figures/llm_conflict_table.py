@@ -5,6 +5,7 @@ still running (or was interrupted, to be resumed) gives a partial table whose `s
 how many runs each row averages.
 
     python -m paper_figures.llm_conflict_table runs/conflict_table [MORE_SOURCES...] [--save runs.csv]
+    python -m paper_figures.llm_conflict_table docs/data/llm_conflict_runs.csv --by-knob opposed
 
 Sources are sweep folders or CSV files of runs that `--save` wrote (one row per run: each client's
 accuracy, the reference model's, the train loss): a table filled over several sittings, from
@@ -32,6 +33,10 @@ from llm.partition import opposed_clients
 from theory_lab.results import own_client_accuracies
 
 COLUMNS = {"all": "all clients", "kept": "kept clients", "opposed": "opposed clients", "worst": "worst client"}
+# Rows: the shared-model methods, then the personalised ones and FedPDPO's ablations; a method not
+# listed follows, in the order it first appears.
+METHOD_ORDER = ("feddpo", "feddpo-control", "fedprox", "feddpo-sgd", "scaffold-sgd", "local-dpo", "fedsa", "fedpdpo",
+                "fedpdpo-no-personal-head", "fedpdpo-no-reward-head", "fedpdpo-no-bottleneck")
 
 
 def load(folder: str | Path) -> pd.DataFrame:
@@ -101,9 +106,11 @@ def per_run(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and seed standard deviation per (method, knob), in the order the sweep runs them."""
+    """Mean and seed standard deviation per (method, knob): methods in METHOD_ORDER (others in the
+    order they first appear), each method's knob values in increasing order."""
     scores = per_run(runs)
-    order = list(dict.fromkeys(zip(scores["method"], scores["conflict"])))
+    methods = list(dict.fromkeys([*(m for m in METHOD_ORDER if m in set(scores["method"])), *scores["method"]]))
+    order = sorted(dict.fromkeys(zip(scores["method"], scores["conflict"])), key=lambda k: (methods.index(k[0]), k[1]))
     g = scores.groupby(["method", "conflict"], sort=False)
     out = g[list(COLUMNS) + ["train_loss"]].mean().join(g[list(COLUMNS)].std(ddof=1).add_suffix("_sd"))
     out["seeds"] = g.size()
@@ -131,11 +138,33 @@ def markdown(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def by_knob(summary: pd.DataFrame, key: str) -> str:
+    """One column of the table as markdown, methods down and knob values across: where the methods
+    separate, at a glance. A cell is the seed mean ± sd, with the number of seeds when not 3."""
+    knobs = sorted(summary.index.get_level_values("conflict").unique())
+    lines = [f"| method ({COLUMNS[key]}) | " + " | ".join(f"c = {c:g}" for c in knobs) + " |",
+             "|" + "---|" * (len(knobs) + 1)]
+    for method in dict.fromkeys(summary.index.get_level_values("method")):
+        cells = []
+        for c in knobs:
+            if (method, c) not in summary.index:
+                cells.append("—")
+                continue
+            row = summary.loc[(method, c)]
+            sd = f" ± {row[f'{key}_sd']:.3f}" if np.isfinite(row[f"{key}_sd"]) else ""
+            n = int(row["seeds"])
+            cells.append(f"{row[key]:.3f}{sd}" + ("" if n == 3 else f" ({n} seed{'s' if n > 1 else ''})"))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paper_figures.llm_conflict_table",
                                      description="The conflict methods table from sweep folders and saved runs.")
     parser.add_argument("sources", nargs="+", help="sweep folders (points/NNN) or CSV files of runs (--save)")
     parser.add_argument("--save", metavar="CSV", help="write every run read, one row each, to this CSV")
+    parser.add_argument("--by-knob", choices=list(COLUMNS), metavar="|".join(COLUMNS),
+                        help="print only this column, methods down and knob values across")
     args = parser.parse_args(argv)
     missing = [s for s in args.sources if not Path(s).exists()]
     runs = pd.DataFrame() if missing else gather(args.sources)
@@ -146,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.save:
         save(runs, args.save)
-    print(markdown(summarise(runs), runs))
+    print(by_knob(summarise(runs), args.by_knob) if args.by_knob else markdown(summarise(runs), runs))
     print(f"\n{len(runs)} runs, opposed clients {list(runs.iloc[0].opposed)}, "
           f"{runs['wall_s'].sum() / 60:.1f} min of runs in all.")
     return 0

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from llm.partition import opposed_clients
-from paper_figures.llm_conflict_table import gather, load, main, markdown, read, summarise
+from paper_figures.llm_conflict_table import by_knob, gather, load, main, markdown, read, summarise
 
 
 def point(folder, i, method, conflict, seed, acc, finished=True):
@@ -74,3 +74,17 @@ def test_a_missing_source_is_one_error_line(tmp_path, capsys):
     assert main([str(tmp_path / "nowhere.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere.csv" in err
+
+
+def test_methods_keep_their_order_and_knobs_increase_across(tmp_path, capsys):
+    """Rows: methods in the table's order (others after them), each method's knob values increasing,
+    whatever order the points ran in; --by-knob puts the knob values across, '—' where a method has none."""
+    for i, (method, c) in enumerate([("fedsa", 0.0), ("feddpo", 1.0), ("feddpo", 0.0), ("feddpo", 0.5)]):
+        point(tmp_path, i, method, c, 0, [0.9, 0.1 + c / 2, 0.8, 0.2])
+    summary = summarise(load(tmp_path))
+    assert list(summary.index) == [("feddpo", 0.0), ("feddpo", 0.5), ("feddpo", 1.0), ("fedsa", 0.0)]
+    text = by_knob(summary, "worst")
+    assert text.splitlines()[0] == "| method (worst client) | c = 0 | c = 0.5 | c = 1 |"
+    assert text.splitlines()[2] == "| feddpo | 0.100 (1 seed) | 0.200 (1 seed) | 0.200 (1 seed) |"
+    assert text.splitlines()[3] == "| fedsa | 0.100 (1 seed) | — | — |"
+    assert main([str(tmp_path), "--by-knob", "worst"]) == 0 and capsys.readouterr().out.startswith(text)
