@@ -8,7 +8,7 @@ import pytest
 
 BOUNDS = ["constants", "floors", "staleness", "consensus", "smoothness", "rates", "lower", "rounds"]
 MODULES = ["synthetic.problem", "theory_lab.algorithms.params", *(f"theory_lab.bounds.{m}" for m in BOUNDS),
-           "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules", "llm.model"]
+           "theory_lab.curvature", "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules", "llm.model"]
 
 
 @pytest.mark.parametrize("name", MODULES)

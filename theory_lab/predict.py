@@ -43,9 +43,9 @@ import torch
 from analysis import TAIL, floors_by
 from theory_lab import bounds
 from theory_lab.config import ExperimentConfig, build_config, read_toml, to_dict, toml_value
+from theory_lab.curvature import HessianOps, largest_eig
 from theory_lab.errors import ConfigError, LabError
-from theory_lab.estimate import (NAMES, Estimates, HessianOps, comparison, estimate_constants,
-                                 exact_values, largest_eig)
+from theory_lab.estimate import NAMES, Estimates, comparison, estimate_constants, exact_values
 from theory_lab.results import atomic_write_text, read_results
 from theory_lab.runner import make_oracle
 from theory_lab.sweep import grid_points

@@ -29,7 +29,6 @@ import math
 
 import numpy as np
 import torch
-
 from scipy import stats
 
 from analysis import RatioFit, Verdict
@@ -38,7 +37,8 @@ from theory_lab.bounds import spectral_consensus
 from theory_lab.claims.base import Claim, Context, Control, Outcome, claim
 from theory_lab.communicator import InProcessCommunicator
 from theory_lab.config import build_config
-from theory_lab.estimate import HessianOps, client_grads, weighted
+from theory_lab.curvature import HessianOps
+from theory_lab.estimate import client_grads, weighted
 from theory_lab.factorised import leading_error_from_factor_grads
 from theory_lab.runner import make_oracle
 from theory_lab.topology import TopologyConfig, make_topology
