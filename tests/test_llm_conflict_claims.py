@@ -145,6 +145,7 @@ def test_claims_run_on_the_tiny_model_and_share_their_runs(tmp_path, monkeypatch
         r = rows[cid]
         assert r["ci_low"] <= r["value"] <= r["ci_high"] and r["reason"] and r["verdict"] in STATUSES
         assert r["details"]["sizes run"]["heldout"] == llm_conflict.TINY["heldout"]
+        assert r["command"] == f"theory-lab verify --claims {cid} --llm-model tiny --data-dir {DATA}"  # no --llm-lr
         controls = r["controls"]
         assert controls and all(k["fitted"] and k["verdict"] in STATUSES for k in controls)
         if any(k["verdict"] != "refuted" for k in controls):

@@ -86,7 +86,21 @@ def test_llm_claims_run_on_a_tiny_model_and_are_opt_in(tmp_path):
     lora = rows["llm-lora-agg"]                      # the η² law of factor averaging, its rival order refuted
     assert {k["name"]: k["verdict"] for k in lora["controls"]}["rival order"] == "refuted"
     for r in rows.values():
-        assert r["verdict"] in ("confirmed", "refuted", "inconclusive") and "--llm-model tiny" in r["command"]
+        assert r["verdict"] in ("confirmed", "refuted", "inconclusive")
+        assert r["command"] == f"theory-lab verify --claims {r['claim']} --llm-model tiny --llm-lr 0.05 --data-dir {DATA}"
+
+
+def test_an_llm_claim_declares_the_step_size_option_exactly_when_its_module_reads_it():
+    """The report's reproduce command sets --llm-lr only for the claims that read it (the conflict
+    claims train with their own AdamW step), so each claim's `reads` must match its code."""
+    import inspect
+
+    from theory_lab.claims import REGISTRY
+
+    llm = [c for c in REGISTRY.values() if c.track == "llm"]
+    assert any("llm_lr" in c.reads for c in llm) and any("llm_lr" not in c.reads for c in llm)
+    for c in llm:
+        assert ("llm_lr" in c.reads) == ("ctx.llm_lr" in inspect.getsource(inspect.getmodule(c.check))), c.id
 
 
 def test_report_carries_coefficient_controls_and_small_parameter(tmp_path):

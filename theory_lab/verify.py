@@ -42,8 +42,10 @@ def verify(ids: list[str], quick: bool, seeds: int, out: Path | None, progress=p
         start = time.perf_counter()
         o = c.run(ctx)
         command = f"theory-lab verify --claims {cid} --seeds {seeds}" + (" --quick" if quick else "")
-        if c.track == "llm":
-            command = f"theory-lab verify --claims {cid} --llm-model {ctx.llm_model} --llm-lr {ctx.llm_lr:g}"
+        if c.track == "llm":   # the options the claim reads, no others (--runs only spares reruns)
+            command = (f"theory-lab verify --claims {cid} --llm-model {ctx.llm_model}"
+                       + (f" --llm-lr {ctx.llm_lr:g}" if "llm_lr" in c.reads else "")
+                       + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else ""))
         rows.append({
             "claim": cid, "statement": c.statement, "source": c.source, "metric": c.metric,
             "regime": c.regime, "predicted": c.predicted, "tolerance": c.tolerance,

@@ -94,6 +94,7 @@ class Claim:
     controls: tuple[Control, ...] = ()
     band: tuple[float, float] | None = None           # observed/predicted coefficient band
     small: Small | None = None
+    reads: tuple[str, ...] = ()   # the verify options the check reads besides the model and data ("llm_lr")
 
     def run(self, ctx: "Context") -> "Outcome":
         """Run the check and replace its verdict by the final one (`decide`)."""
@@ -178,16 +179,18 @@ PROBLEM = {"n_clients": 8, "pairs_per_client": 60, "heldout_pairs": 20, "dim": 5
 def claim(id: str, *, statement: str, source: str, metric: str, regime: str, predicted: str,
           tolerance: float, should_hold: bool = True, track: str = "synthetic", params: dict | None = None,
           controls: tuple[Control, ...] | list[Control] = (), band: tuple[float, float] | None = None,
-          small: Small | None = None):
+          small: Small | None = None, reads: tuple[str, ...] = ()):
     """Register a check. `regime` is formatted with `params` (write literal braces as {{ }}), so
-    the numbers the report prints are the ones the body reads from `c.params`."""
+    the numbers the report prints are the ones the body reads from `c.params`; `reads` names the
+    Context options the check reads besides the LLM model and data ("llm_lr"), so the report's
+    reproduce command sets exactly those."""
     params = dict(params or {})
     controls = tuple(controls) + ((COEFFICIENT_X2,) if band is not None else ())
 
     def register(fn):
         text = regime.format(**params) if params else regime
         REGISTRY[id] = Claim(id, statement, source, metric, text, predicted, tolerance, fn, should_hold, track,
-                             params, controls, band, small)
+                             params, controls, band, small, tuple(reads))
         return fn
     return register
 
@@ -248,6 +251,8 @@ def ci_text(value: float, ci: tuple[float, float]) -> str:
         return "n/a"
     if not all(np.isfinite(ci)):
         return f"{value:.3g}"
+    if abs(value) < 1e-9 * max(abs(ci[0]), abs(ci[1])):
+        value = 0.0   # round-off of terms that cancel exactly (e.g. equal counts), not a value
     return f"{value:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]"
 
 

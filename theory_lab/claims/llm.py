@@ -143,7 +143,7 @@ REGIME = ("SmolLM2-135M-Instruct + LoRA r=8 (q,v), HH-RLHF harmless, 6 Dirichlet
 @claim("llm-drift", track="llm", statement="On the LLM, client drift after E local steps is η²E²ζ̃² (ζ̃² = (1/N)Σ‖g_i − ḡ‖² "
        "estimated at θ0): the source of the drift floor", source="Jiang'26; Koloskova et al.'20 (drift term)",
        metric="round-1 consensus_error_pre / η²E²ζ̃²", regime=REGIME + "; E ∈ {1, 2, 4}",
-       predicted="ratio 1 (exact at E=1), slope 2 in E", tolerance=0.25, band=BAND)
+       predicted="ratio 1 (exact at E=1), slope 2 in E", tolerance=0.25, band=BAND, reads=("llm_lr",))
 def llm_drift(ctx: Context, c: Claim) -> Outcome:
     oracle = _oracle(ctx)
     _, _, _, spread = _start(oracle)
@@ -168,7 +168,7 @@ def llm_drift(ctx: Context, c: Claim) -> Outcome:
        source="Jiang'26; Li et al.'20", metric="mean over draws of ‖x̄_S − x̄_N‖² / prediction",
        regime=REGIME + "; E=1, S ∈ {1, 2, 3} of 6, 8 draws each (4 quick)",
        predicted="ratio 1 (slope 1 in (N−S)/(S(N−1))); every ratio's 95% CI over draws inside the band",
-       tolerance=0.25, band=BAND)
+       tolerance=0.25, band=BAND, reads=("llm_lr",))
 def llm_participation(ctx: Context, c: Claim) -> Outcome:
     oracle = _oracle(ctx)
     theta, G, gbar, spread = _start(oracle)
@@ -212,7 +212,7 @@ def llm_participation(ctx: Context, c: Claim) -> Outcome:
        regime=REGIME + "; DecDPO τ=1 on a ring and on a lazy complete graph with the same ρ",
        predicted="ratio 1 on both graphs; gap-only forms predict equal errors", tolerance=0.25, band=BAND,
        controls=[Control("gap-only", "rival law", "a law in p alone predicts equal errors on the two graphs (equal ρ): "
-                         "their observed ratio, judged against the same band, must refute it")])
+                         "their observed ratio, judged against the same band, must refute it")], reads=("llm_lr",))
 def llm_consensus(ctx: Context, c: Claim) -> Outcome:
     oracle = _oracle(ctx)
     _, G, _, _ = _start(oracle)
@@ -247,7 +247,7 @@ def llm_consensus(ctx: Context, c: Claim) -> Outcome:
        "‖x_R^(q) − x_R^(0)‖ = η²‖Hḡ‖ Σ_{r<R} min(r, q) after R rounds: the source of the staleness floor",
        source="Jiang'26 (bounded staleness); leading-order expansion (ours)",
        metric="‖x_R^(q) − x_R^(0)‖ / prediction", regime=REGIME + "; E=1, S=N, delay always q ∈ {1, 2, 4}, R=6",
-       predicted="ratio 1; linear in Σ_{r<R} min(r, q)", tolerance=0.25, band=BAND)
+       predicted="ratio 1; linear in Σ_{r<R} min(r, q)", tolerance=0.25, band=BAND, reads=("llm_lr",))
 def llm_staleness(ctx: Context, c: Claim) -> Outcome:
     oracle = _oracle(ctx)
     theta, _, gbar, _ = _start(oracle)
@@ -285,7 +285,7 @@ LORA_AGG = {"E": 2, "b_scale": 0.01, "eta_factors": (0.5, 1.0, 2.0), "Es": (1, 2
        controls=[Control("rival order", "rival law", "slope 3 in η, the order from B = 0: the same slope check "
                          "must refute it"),
                  Control("rival order in E", "rival law", "slope 3 in E, as E²(E − 1) from B = 0: the same slope "
-                         "check must refute it")])
+                         "check must refute it")], reads=("llm_lr",))
 def llm_lora_agg(ctx: Context, c: Claim) -> Outcome:
     oracle = _oracle(ctx)
     p, E = c.params, c.params["E"]
