@@ -3,10 +3,13 @@ rules, the saved adapter's base reference)."""
 
 import doctest
 import importlib
+import pkgutil
 
 import pytest
 
-BOUNDS = ["constants", "floors", "staleness", "consensus", "smoothness", "rates", "lower", "rounds"]
+from theory_lab import bounds
+
+BOUNDS = [m.name for m in pkgutil.iter_modules(bounds.__path__) if not m.name.startswith("_")]  # one per kind
 MODULES = ["synthetic.problem", "theory_lab.algorithms.params", *(f"theory_lab.bounds.{m}" for m in BOUNDS),
            "theory_lab.curvature", "theory_lab.estimate", "theory_lab.topology", "theory_lab.update_rules", "llm.model"]
 

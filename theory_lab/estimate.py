@@ -10,7 +10,8 @@ Estimators (docs/theory.md, "Estimated constants and predictions"):
 
 * Hessian-vector products (`theory_lab.curvature`) by central differences of exact gradients, for
   every client row at once: H_i u_i ~ (grad f_i(theta + e u_i) - grad f_i(theta - e u_i)) / (2 e);
-  the global product is sum_i w_i H_i v. When the oracle has closed-form Hessians (`oracle.hessian`) they are used instead.
+  the global product is sum_i w_i H_i v. When the oracle has closed-form Hessians
+  (`oracle.hessian`) they are used instead.
 * L: largest |eigenvalue| of the global Hessian by power iteration (at theta_0 and at the optimum
   point, the larger is reported); uncertainty = the residual ||Hv - lambda v|| (an eigenvalue of H
   lies within it of lambda) plus, with finite differences, the Richardson estimate of their error

@@ -91,12 +91,12 @@ from theory_lab.bounds.staleness import (delayed_step_limit, delayed_variance, f
                                          staleness_model_factor)
 
 __all__ = [
-    'ArrayLike', 'Constants', 'drift_fixed_point_quadratic', 'drift_floor', 'drift_floor_exact', 'noise_floor',
-    'participation_floor', 'sgd_noise_floor', 'delayed_step_limit', 'delayed_variance', 'feddpo_floor',
-    'lag_weight_moments', 'mean_delay', 'noise_curvature', 'staleness_floor', 'staleness_floor_exact',
-    'staleness_model_factor', 'consensus_heterogeneity', 'consensus_noise', 'jiang_consensus_scaling',
-    'spectral_consensus', 'bandit_smoothness', 'trajectory_gradient_bound', 'trajectory_smoothness_bound',
-    'KOLOSKOVA_C_STEP', 'decdpo_bound', 'fedavg_li_bound', 'feddpo_bound', 'gradient_tracking_bound',
-    'koloskova_bound', 'koloskova_step_limit', 'local_sgd_woodworth_bound', 'local_vs_minibatch_crossover',
-    'minibatch_sgd_bound', 'scaffold_bound', 'local_drift_factor', 'local_sgd_lower_bound', 'rounds_to_epsilon'
+    "ArrayLike", "Constants", "drift_fixed_point_quadratic", "drift_floor", "drift_floor_exact", "noise_floor",
+    "participation_floor", "sgd_noise_floor", "delayed_step_limit", "delayed_variance", "feddpo_floor",
+    "lag_weight_moments", "mean_delay", "noise_curvature", "staleness_floor", "staleness_floor_exact",
+    "staleness_model_factor", "consensus_heterogeneity", "consensus_noise", "jiang_consensus_scaling",
+    "spectral_consensus", "bandit_smoothness", "trajectory_gradient_bound", "trajectory_smoothness_bound",
+    "KOLOSKOVA_C_STEP", "decdpo_bound", "fedavg_li_bound", "feddpo_bound", "gradient_tracking_bound",
+    "koloskova_bound", "koloskova_step_limit", "local_sgd_woodworth_bound", "local_vs_minibatch_crossover",
+    "minibatch_sgd_bound", "scaffold_bound", "local_drift_factor", "local_sgd_lower_bound", "rounds_to_epsilon"
 ]

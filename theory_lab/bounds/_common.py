@@ -11,7 +11,6 @@ _METRICS = ("subopt", "grad_norm_sq", "dist2")
 _REGIMES = ("strongly_convex", "convex", "nonconvex")
 
 
-
 def _ret(x) -> ArrayLike:
     x = np.asarray(x, dtype=float)
     return float(x) if x.ndim == 0 else x
