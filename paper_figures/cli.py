@@ -7,6 +7,7 @@ by config hash under DIR/cache, so a second call only redraws).
     main("runs/figures", llm=True)            # + the LLM-track figures (reduced SmolLM2 runs)
     main("runs/figures", only=["llm"], llm_model="tiny")   # the LLM figures alone, tiny model
     main("runs/figures", only=["fedpdpo"], fedpdpo=["runs/fedpdpo_imdb3"])
+    main("runs/figures", only=["llm_conflict_methods"])   # from the committed conflict record, no runs
 """
 
 from __future__ import annotations
@@ -28,27 +29,34 @@ from theory_lab.errors import ConfigError, LabError
 FIGURES = ("comparative", "local_steps", "participation", "topology", "staleness", "dashboard",
            "verification", "bounds", "corrections", "smoothness", "lora_aggregation")
 # the LLM track (--llm): the five families on reduced SmolLM2 runs, their dashboard, and the FedPDPO
-# table from finished sweeps (--fedpdpo DIR; skipped without)
+# table from finished sweeps (--fedpdpo DIR; skipped without); the conflict methods from their record
 LLM_FIGURES = ("llm_comparative", "llm_local_steps", "llm_participation", "llm_topology", "llm_staleness",
-               "llm_dashboard", "llm_conflict", "fedpdpo")
+               "llm_dashboard", "llm_conflict", "llm_conflict_methods", "fedpdpo")
 GROUPS = {"synthetic": FIGURES, "llm": LLM_FIGURES}
 
 
-def _modules(only, llm: bool = False, fedpdpo=()) -> list[str]:
+def _modules(only, llm: bool = False, fedpdpo=(), conflict_runs=()) -> list[str]:
+    """The figures to draw, in order. A figure's source option (--fedpdpo, --conflict-runs) adds it
+    to the default set; with --only, a source for a figure not chosen is an error, not ignored."""
+    sourced = {"fedpdpo": ("--fedpdpo", fedpdpo), "llm_conflict_methods": ("--conflict-runs", conflict_runs)}
     if not only:
-        return list(FIGURES) + (list(LLM_FIGURES) if llm else ["fedpdpo"] if fedpdpo else [])
+        return list(FIGURES) + (list(LLM_FIGURES) if llm else [n for n, (_, s) in sourced.items() if s])
     chosen = [o.strip() for o in (only.split(",") if isinstance(only, str) else only) if o.strip()]
     known = FIGURES + LLM_FIGURES
     unknown = [o for o in chosen if o not in known and o not in GROUPS]
     if unknown:
         raise ConfigError("--only", f"unknown figure {unknown[0]!r}; known: {', '.join(known)} "
                                     f"(or the groups {', '.join(GROUPS)})")
-    return list(dict.fromkeys(n for o in chosen for n in GROUPS.get(o, (o,))))
+    names = list(dict.fromkeys(n for o in chosen for n in GROUPS.get(o, (o,))))
+    for name, (option, sources) in sourced.items():
+        if sources and name not in names:
+            raise ConfigError(option, f"given, but --only does not draw the {name} figure that reads it")
+    return names
 
 
 def main(out: str, quick: bool = False, only: list[str] | None = None, *, report: str | None = None,
          docs: str | None = None, size: str | None = None, llm: bool = False, llm_model: str = "smollm2",
-         fedpdpo=(), log=print) -> list[Path]:
+         fedpdpo=(), conflict_runs=(), log=print) -> list[Path]:
     """Draw the figures (the synthetic set, or `only` these names or groups "synthetic", "llm")
     as PDF + PNG into `out`; return their paths.
 
@@ -60,15 +68,21 @@ def main(out: str, quick: bool = False, only: list[str] | None = None, *, report
     llm: add the LLM-track figures, run reduced (experiments.LLM_SIZES) with `llm_model`
     ("smollm2"; "tiny": the tiny random Llama, fast). fedpdpo: sweep output dirs of
     configs/fedpdpo/*.toml for the FedPDPO figure (added even without llm; skipped without dirs).
+    conflict_runs: sweep dirs or CSV records of configs/conflict/imdb_table.toml for the conflict
+    methods figure (default: the committed record docs/data/llm_conflict_runs.csv).
     The LLM runs use the process's torch threads (OMP_NUM_THREADS), the synthetic ones one.
     """
-    names = _modules(only, llm, fedpdpo)
+    names = _modules(only, llm, fedpdpo, conflict_runs)
     out_dir = Path(out)
     for d in fedpdpo:
         if not Path(d).exists():
             raise ConfigError("--fedpdpo", f"{d}: no such directory")
+    for d in conflict_runs:
+        if not Path(d).exists():
+            raise ConfigError("--conflict-runs", f"{d}: no such sweep folder or CSV file of runs")
     lab = Lab(out_dir / "cache", size=size or ("quick" if quick else "full"), report=Path(report) if report else None,
-              llm_model=llm_model, fedpdpo=tuple(Path(d) for d in fedpdpo), log=log)
+              llm_model=llm_model, fedpdpo=tuple(Path(d) for d in fedpdpo),
+              conflict_runs=tuple(Path(d) for d in conflict_runs), log=log)
     if report and not Path(report).is_file():
         raise ConfigError("--report", f"{report}: no such file")
     threads = torch.get_num_threads()
@@ -115,7 +129,7 @@ def main(out: str, quick: bool = False, only: list[str] | None = None, *, report
 
 def _command(args) -> int:
     main(args.out, quick=args.quick, only=args.only, report=args.report, docs=args.docs, llm=args.llm,
-         llm_model=args.llm_model, fedpdpo=args.fedpdpo)
+         llm_model=args.llm_model, fedpdpo=args.fedpdpo, conflict_runs=args.conflict_runs)
     return 0
 
 
@@ -136,6 +150,9 @@ def add_parser(subparsers):
     p.add_argument("--fedpdpo", action="append", default=[], metavar="DIR",
                    help="a finished `theory-lab sweep --config configs/fedpdpo/*.toml` output directory "
                         "for the FedPDPO figure (repeatable; without it that figure is skipped)")
+    p.add_argument("--conflict-runs", action="append", default=[], metavar="SRC",
+                   help="a sweep folder or CSV record of configs/conflict/imdb_table.toml for the conflict methods "
+                        "figure (repeatable; default: the committed record docs/data/llm_conflict_runs.csv)")
     p.set_defaults(func=_command)
     return p
 

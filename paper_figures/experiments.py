@@ -84,6 +84,7 @@ class Lab:
     report: Path | None = None
     llm_model: str = "smollm2"   # the LLM figures' model: "smollm2", "tiny" (fast, tests) or any llm.model spec
     fedpdpo: tuple = ()          # sweep output dirs (or results.csv files) of configs/fedpdpo/*.toml
+    conflict_runs: tuple = ()    # sweep dirs / CSV records of configs/conflict/imdb_table.toml (default: the record)
     log: Callable | None = None   # a print-like callable for progress inside long steps (None: silent)
     runs: int = 0    # sweeps / values actually computed in this process (cache misses)
     hits: int = 0    # cache hits

@@ -19,6 +19,7 @@ import torch
 
 from paper_figures import cli, fedpdpo, participation, style, verification
 from paper_figures.experiments import Lab, config_hash
+from theory_lab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -176,8 +177,6 @@ def test_verification_predicted_exponents():
 
 
 def test_unknown_figure_is_a_clear_error(tmp_path):
-    from theory_lab.errors import ConfigError
-
     with pytest.raises(ConfigError, match="unknown figure 'nope'"):
         cli.main(str(tmp_path), only=["nope"], log=None)
 
@@ -390,8 +389,6 @@ def test_fedpdpo_figure_skipped_without_results(tmp_path):
     lines = []
     assert cli.main(str(tmp_path), only=["fedpdpo"], log=lines.append) == []
     assert lines[1].startswith("fedpdpo        skipped: no FedPDPO results: pass --fedpdpo DIR")
-    from theory_lab.errors import ConfigError
-
     with pytest.raises(ConfigError, match="--fedpdpo"):
         cli.main(str(tmp_path), fedpdpo=[str(tmp_path / "nope")], log=None)
 
@@ -401,6 +398,9 @@ def test_figure_selection_with_llm_flags():
     assert cli._modules(None, llm=True) == list(cli.FIGURES + cli.LLM_FIGURES)
     assert cli._modules(None, fedpdpo=["x"]) == [*cli.FIGURES, "fedpdpo"]
     assert cli._modules("llm,bounds") == [*cli.LLM_FIGURES, "bounds"]
+    assert cli._modules(None, conflict_runs=["x"]) == [*cli.FIGURES, "llm_conflict_methods"]
+    with pytest.raises(ConfigError, match="--conflict-runs"):   # a source nobody would read
+        cli._modules("bounds", conflict_runs=["x"])
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -423,3 +423,27 @@ def test_fedpdpo_markdown_table_averages_seeds(tmp_path):
     # two seeds draw two partitions: client k differs between them, so no per-client mean
     seeds = fedpdpo.markdown(table.assign(seeds_used=table["source"])).splitlines()
     assert all(line.split(" | ")[4] == "–" for line in seeds[2:-1]) and seeds[-1].endswith("| 2 |")
+
+
+def test_conflict_methods_figure_from_its_record(tmp_path):
+    """Drawn without runs from the committed record; a sweep folder's runs replace it, and each
+    line is the table's seed mean for that method and knob."""
+    from paper_figures import llm_conflict_methods, llm_conflict_table
+
+    lines = []
+    paths = cli.main(str(tmp_path / "out"), only=["llm_conflict_methods"], log=lines.append)
+    assert [p.name for p in paths] == ["llm_conflict_methods.pdf", "llm_conflict_methods.png",
+                                       "llm_conflict_methods_single.pdf", "llm_conflict_methods_single.png"]
+    assert "(0 runs, 0 cache hits" in lines[-1]
+
+    runs = llm_conflict_table.read(llm_conflict_methods.RECORD)
+    mine = runs[runs["method"].isin(["feddpo", "fedpdpo"]) & runs["conflict"].isin([0.0, 1.0])]
+    llm_conflict_table.save(mine, tmp_path / "mine.csv")
+    summary, ref = llm_conflict_methods.prepare(Lab(tmp_path / "cache", conflict_runs=(tmp_path / "mine.csv",)))
+    assert set(summary.index) == {(m, c) for m in ("feddpo", "fedpdpo") for c in (0.0, 1.0)}
+    fig, ax = style.figure()
+    llm_conflict_methods.panel(ax, summary, ref, "opposed")
+    fed = next(c for c in ax.containers if c.get_label() == "FedDPO")
+    opposed = llm_conflict_table.per_run(mine).query("method == 'feddpo'").groupby("conflict")["opposed"].mean()
+    np.testing.assert_allclose(np.asarray(fed.lines[0].get_ydata(), float), opposed.to_numpy(float))
+    assert list(ref.index) == [0.0, 1.0] and ref.loc[0.0, "opposed"] != ref.loc[1.0, "opposed"]
