@@ -78,7 +78,8 @@ def draw(inputs: tuple[pd.DataFrame, pd.DataFrame], out_dir) -> list[Path]:
     panel(axes[1, 1], summary, ref, "opposed", ABLATIONS)
     style.panel_label(axes[1, 1], "(d)", "FedPDPO's ablations, opposed clients")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=4)
-    axes[1, 1].legend(loc="upper center", ncols=2)
+    handles, labels = axes[1, 1].get_legend_handles_labels()
+    axes[1, 1].legend(handles[2:], labels[2:], loc="lower center", ncols=2)   # the reference lines: below
     paths = style.save(fig, out_dir, NAME)
     return paths + style.single(out_dir, NAME, lambda ax: (panel(ax, summary, ref, "opposed"),
                                                            style.legend_below(ax, 2)), height=3.6)
