@@ -44,11 +44,8 @@ def prepare(lab: Lab) -> tuple[pd.DataFrame, pd.DataFrame] | None:
 def reference(runs: pd.DataFrame) -> pd.DataFrame:
     """The reference model's accuracy per knob value on each group (all, kept, opposed, worst): the
     knob relabels its held-out pairs, so it moves with c although the model does not."""
-    rows = {}
-    for c, run in runs.groupby("conflict").first().iterrows():
-        acc, opposed = np.asarray(run.reference), np.zeros(len(run.reference), bool)
-        opposed[list(run.opposed)] = True
-        rows[c] = {"all": acc.mean(), "kept": acc[~opposed].mean(), "opposed": acc[opposed].mean(), "worst": acc.min()}
+    rows = {c: llm_conflict_table.pooled(run.reference, run.opposed)
+            for c, run in runs.groupby("conflict").first().iterrows()}
     return pd.DataFrame.from_dict(rows, orient="index").sort_index()
 
 
@@ -61,8 +58,7 @@ def panel(ax, summary: pd.DataFrame, ref: pd.DataFrame, key: str, methods=METHOD
         rows = summary.loc[method].reindex(knobs)   # a knob value not run: a gap, not a straight line over it
         st = style.styled(i)
         ax.errorbar(rows.index, rows[key].to_numpy(float), yerr=np.nan_to_num(rows[f"{key}_sd"].to_numpy(float)),
-                    capsize=1.5,
-                    markerfacecolor="white", label=LABELS.get(method, method), **st)
+                    capsize=1.5, markerfacecolor="white", label=LABELS.get(method, method), **st)
     ax.set_xlabel("preference conflict c (llm.conflict)")
     ax.set_ylabel("held-out preference accuracy")
     ax.set_xticks(knobs)

@@ -95,14 +95,18 @@ def gather(sources: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).drop_duplicates(KEY, keep="first").reset_index(drop=True)
 
 
+def pooled(acc, opposed) -> dict:
+    """Per-client accuracies pooled as COLUMNS: all, kept and opposed clients (equal held-out sizes:
+    the mean of the clients'), and the worst client."""
+    acc, mask = np.asarray(acc, float), np.zeros(len(acc), bool)
+    mask[list(opposed)] = True
+    return {"all": acc.mean(), "kept": acc[~mask].mean(), "opposed": acc[mask].mean(), "worst": acc.min()}
+
+
 def per_run(runs: pd.DataFrame) -> pd.DataFrame:
     """The pooled accuracies of each run: all, kept and opposed clients, and the worst client."""
-    def pooled(r):
-        opposed = np.zeros(len(r.acc), bool)
-        opposed[list(r.opposed)] = True
-        return pd.Series({"all": r.acc.mean(), "kept": r.acc[~opposed].mean(), "opposed": r.acc[opposed].mean(),
-                          "worst": r.acc.min()})
-    return pd.concat([runs[["method", "conflict", "seed", "train_loss"]], runs.apply(pooled, axis=1)], axis=1)
+    scores = runs.apply(lambda r: pd.Series(pooled(r.acc, r.opposed)), axis=1)
+    return pd.concat([runs[["method", "conflict", "seed", "train_loss"]], scores], axis=1)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -127,11 +131,9 @@ def markdown(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     head = ["method", "c", "seeds", *COLUMNS.values(), "per client (seed mean)", "train loss"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c, ref in runs.groupby("conflict").first().iterrows():   # the knob relabels its held-out pairs
-        opposed = np.zeros(len(ref.reference), bool)
-        opposed[list(ref.opposed)] = True
-        r = ref.reference
-        lines.append(f"| reference model | {c:g} | — | {r.mean():.3f} | {r[~opposed].mean():.3f} | "
-                     f"{r[opposed].mean():.3f} | {r.min():.3f} | " + " / ".join(f"{a:.3f}" for a in r) + " | — |")
+        pools = pooled(ref.reference, ref.opposed)
+        lines.append(f"| reference model | {c:g} | — | " + " | ".join(f"{pools[k]:.3f}" for k in COLUMNS) + " | "
+                     + " / ".join(f"{a:.3f}" for a in ref.reference) + " | — |")
     for (method, c), row in summary.iterrows():
         lines.append(f"| {method} | {c:g} | {row['seeds']} | " + " | ".join(cell(row, k) for k in COLUMNS)
                      + " | " + " / ".join(f"{a:.3f}" for a in row["per_client"]) + f" | {row['train_loss']:.3f} |")
