@@ -65,6 +65,13 @@ def torchrun(nproc: int, args: list[str], timeout=180) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def why(done: subprocess.CompletedProcess) -> str:
+    """A failed run's stderr: the ranks' own lines first (torchrun's summary at the end only says
+    which rank died and by which signal), then that summary's tail."""
+    err = done.stderr
+    return err if len(err) <= 4000 else err[:2500] + "\n[...]\n" + err[-1500:]
+
+
 CASES = {
     "feddpo-partial-stale": ('name = "feddpo"\nlocal_steps = 2\nparticipation = 5\nq_max = 2\noptimizer = "adamw"\n'
                              'lr = 0.05', "", 2),
@@ -95,7 +102,7 @@ def test_multi_process_reproduces_in_process(case, tmp_path):
     cfg.write_text(text.replace("dim = 4\n", FACTORISED) if lora else text)
     assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     done = torchrun(nproc, ["synthetic", "--config", str(cfg), "--out", str(tmp_path / "many")])
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done)
     one, many = (pd.read_csv(tmp_path / d / "results.csv") for d in ("one", "many"))
     for m in METRICS + (LORA_METRICS if lora else []):
         np.testing.assert_allclose(many[m], one[m], rtol=1e-9, atol=1e-13, err_msg=m)
@@ -112,11 +119,11 @@ def test_multi_process_checkpoint_resumes_to_the_in_process_result(tmp_path):
     assert main(["synthetic", "--config", str(cfg), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     many = tmp_path / "many"
     done = torchrun(2, ["synthetic", "--config", str(cfg), "--out", str(many)])
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done)
     assert sorted(p.name for p in (many / "checkpoint").iterdir()) == ["rank0of2", "rank1of2"]
     (many / "results.csv").unlink()
     done = torchrun(2, ["synthetic", "--resume", str(many)])  # from round 10 of 12
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done)
     one, resumed = (pd.read_csv(d / "results.csv") for d in (tmp_path / "one", many))
     for m in METRICS:
         np.testing.assert_allclose(resumed[m], one[m], rtol=1e-9, atol=1e-13, err_msg=m)
@@ -150,7 +157,7 @@ name = "ring"
 """)
     assert main(["llm", "--config", str(cfg), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     done = torchrun(2, ["llm", "--config", str(cfg), "--out", str(tmp_path / "many")])
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, why(done)
     one, many = (pd.read_csv(tmp_path / d / "results.csv") for d in ("one", "many"))
     for m in ["train_loss", "grad_norm_sq", "consensus_error", "eval_pref_acc", "reward_margin"]:
         np.testing.assert_allclose(many[m], one[m], rtol=2e-4, atol=1e-6, err_msg=m)  # float32 model
@@ -192,3 +199,23 @@ def test_killed_rank_ends_the_others_with_an_error_naming_it(tmp_path):
     assert procs[0].returncode == 2, err[-2000:]
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "lost rank 1" in lines[0], err[-2000:]
+
+
+EXIT_WITH_A_BUSY_HEARTBEAT = """
+import torch.distributed as dist
+from theory_lab import distributed
+distributed.HEARTBEAT_S = 0.0   # the heartbeat thread always inside a store call
+dist.init_process_group("gloo")
+comm = distributed.TorchCommunicator(2, 10.0)   # held until the interpreter finalizes
+"""
+
+
+def test_a_rank_exits_cleanly_while_its_heartbeat_is_busy():
+    """A daemon thread inside a store call when the interpreter finalizes aborts the process
+    (SIGABRT, "terminate called without an active exception"): the communicator stops its
+    heartbeat at exit. Without that, this exits with -6 nearly every time."""
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", EXIT_WITH_A_BUSY_HEARTBEAT], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, why(done)

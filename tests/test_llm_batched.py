@@ -17,7 +17,7 @@ from llm.fedpdpo import FedPDPOOracle  # noqa: E402
 from llm.model import add_lora, tiny_llama  # noqa: E402
 from llm.oracle import LLMOracle  # noqa: E402
 from llm.personal import PersonalConfig  # noqa: E402
-from tests.test_distributed import ROOT, torchrun  # noqa: E402
+from tests.test_distributed import ROOT, torchrun, why  # noqa: E402
 from tests.test_llm_oracle import VOCAB, full_float64, make_pairs  # noqa: E402
 from theory_lab.algorithms import make_algorithm  # noqa: E402
 from theory_lab.cli import main  # noqa: E402
@@ -292,7 +292,7 @@ def test_short_run_table_is_the_same_batched(tmp_path, name, participation):
         tables[mode] = pd.read_csv(tmp_path / mode / "results.csv")
     if name == "decdpo":
         done = torchrun(2, ["llm", "--config", str(tmp_path / "on.toml"), "--out", str(tmp_path / "ranks")])
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == 0, why(done)
         tables["ranks"] = pd.read_csv(tmp_path / "ranks" / "results.csv")
     for mode, table in tables.items():
         for m in TABLE:

@@ -3,11 +3,7 @@ the synthetic track, on the tiny LLM and on 2 gloo ranks, resumes bit-identicall
 settings it does not read are refused. Also: the server optimizers (Reddi et al. 2021)."""
 
 import json
-import os
-import socket
 from dataclasses import dataclass
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.test_distributed import torchrun, why
 from theory_lab.algorithms import REGISTRY, Algorithm, RoundInfo, register
 from theory_lab.algorithms.params import Common, LocalSteps, setting
 from theory_lab.cli import main
@@ -157,15 +154,8 @@ lr = 0.05
 def test_the_plugin_on_two_gloo_ranks_equals_the_in_process_run(tmp_path):
     cfg = write(tmp_path)
     assert main(["synthetic", "--config", cfg, "--out", str(tmp_path / "one"), "--quiet"]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                           f"--master-port={port}", "-m", "theory_lab", "synthetic", "--config", cfg,
-                           "--out", str(tmp_path / "two"), "--backend", "torch", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun(2, ["synthetic", "--config", cfg, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, why(done)
     one, two = (pd.read_csv(tmp_path / d / "results.csv") for d in ("one", "two"))
     for m in ("subopt", "grad_norm_sq", "train_loss", "comm_bytes"):
         np.testing.assert_allclose(two[m], one[m], rtol=1e-9, atol=1e-13, err_msg=m)

@@ -17,6 +17,7 @@ name it); otherwise the rank behind in calls is the one that hung.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -41,7 +42,18 @@ class TorchCommunicator:
         self.bytes_sent = 0
         self.calls = 0
         self.store = _side_store(self.rank, self.world, timeout_s)
-        threading.Thread(target=_heartbeat, args=(self.rank, timeout_s), daemon=True).start()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=_heartbeat, args=(self.rank, timeout_s, self._stop), daemon=True)
+        self._beat.start()
+        # A daemon thread caught inside a store call when the interpreter finalizes aborts the
+        # process ("terminate called without an active exception", a torchrun rank's SIGABRT after
+        # a finished run): stop the heartbeat before that, on every way out.
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the heartbeat thread and wait for it (idempotent)."""
+        self._stop.set()
+        self._beat.join()
 
     # ---- the communicator interface ----
     def average(self, X, weights, clients=None):
@@ -188,11 +200,10 @@ def init_from_env(timeout_s: float) -> None:
 HEARTBEAT_S = 1.0
 
 
-def _heartbeat(rank: int, timeout_s: float) -> None:
-    """Bump beat/{rank} every HEARTBEAT_S through a connection of its own, until the process ends."""
+def _heartbeat(rank: int, timeout_s: float, stop: threading.Event) -> None:
+    """Bump beat/{rank} every HEARTBEAT_S through a connection of its own, until `stop` is set."""
     store = _side_store(rank, 0, timeout_s, master=False)
-    while True:
-        time.sleep(HEARTBEAT_S)
+    while not stop.wait(HEARTBEAT_S):
         try:
             store.add(f"beat/{rank}", 1)
         except Exception:  # the store (rank 0) is gone: the main thread reports it
